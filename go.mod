@@ -1,0 +1,3 @@
+module github.com/warmpool/warmpool
+
+go 1.26

@@ -1,0 +1,25 @@
+package messages
+
+// The NATS API: a micro service named ServiceName whose endpoints listen on
+// warmpool.v1.<pool>.<verb>.
+const (
+	ServiceName    = "warmpool"
+	ServiceVersion = "0.1.0"
+	SubjectPrefix  = "warmpool.v1"
+)
+
+// Verbs, the last token of a subject.
+const (
+	VerbAcquire  = "acquire"
+	VerbRelease  = "release"
+	VerbRenew    = "renew"
+	VerbStats    = "stats"
+	VerbWarmup   = "warmup"
+	VerbShutdown = "shutdown"
+)
+
+// Verbs lists every verb in the order the service registers them.
+var Verbs = []string{VerbAcquire, VerbRelease, VerbRenew, VerbStats, VerbWarmup, VerbShutdown}
+
+// Subject is the subject of one verb of one pool.
+func Subject(pool, verb string) string { return SubjectPrefix + "." + pool + "." + verb }
