@@ -32,7 +32,9 @@ func (realClock) Now() time.Time                            { return time.Now() 
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
 // Fake is a clock that moves only by Advance. Timers due at or before the new
-// time run, in due order, each in its own goroutine, as time.AfterFunc would.
+// time run in due order, inline, before Advance returns: what they send is
+// queued before anything the caller sends next, which keeps tests and
+// replays deterministic. Their functions must not block.
 type Fake struct {
 	mu     sync.Mutex
 	now    time.Time
@@ -100,7 +102,7 @@ func (c *Fake) Advance(d time.Duration) {
 		return due[i].seq < due[j].seq
 	})
 	for _, t := range due {
-		go t.f()
+		t.f()
 	}
 }
 

@@ -96,8 +96,11 @@ type Stats struct {
 	// BackoffUntil is set while starts are held back after failures.
 	BackoffUntil *time.Time `json:"backoff_until,omitempty"`
 	// LastError is the most recent start failure, if any.
-	LastError string     `json:"last_error,omitempty"`
-	Config    PoolConfig `json:"config"`
+	LastError string `json:"last_error,omitempty"`
+	// Paused is true after shutdown: the pool keeps no container warm until
+	// the next acquire or warmup.
+	Paused bool       `json:"paused"`
+	Config PoolConfig `json:"config"`
 }
 
 // WarmupReply is the reply to warmup.

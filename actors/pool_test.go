@@ -1,0 +1,463 @@
+package actors_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/warmpool/warmpool/actors"
+	"github.com/warmpool/warmpool/clock"
+	"github.com/warmpool/warmpool/driver"
+	"github.com/warmpool/warmpool/messages"
+	"github.com/warmpool/warmpool/testkit"
+)
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type rig struct {
+	t     *testing.T
+	clock *clock.Fake
+	drv   *testkit.FakeDriver
+	pool  *actors.Pool
+}
+
+// newRig runs one pool on a fake clock and the fake driver. cfg's zero
+// fields take the defaults; the driver is "fake".
+func newRig(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testkit.FakePlan) *rig {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(testWriter(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
+	clk := clock.NewFake(epoch)
+	drv := testkit.NewFakeDriver(clk)
+	if plan != nil {
+		drv.SetPlan(plan)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "test"
+	}
+	cfg.Driver = messages.DriverFake
+	seq := 0
+	var mu sync.Mutex
+	pool, err := actors.SpawnPool(sys.Root, actors.PoolOptions{
+		Config: cfg, Node: "n1", Driver: drv, Clock: clk, Logger: logger,
+		NewID: func() string { mu.Lock(); defer mu.Unlock(); seq++; return fmt.Sprintf("slot-%03d", seq) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, clock: clk, drv: drv, pool: pool}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := pool.Stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		if n := drv.Live(); n != 0 {
+			t.Errorf("%d containers left after Stop", n)
+		}
+		sys.Shutdown()
+	})
+	return r
+}
+
+func (r *rig) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	r.t.Cleanup(cancel)
+	return ctx
+}
+
+func (r *rig) stats() messages.Stats {
+	r.t.Helper()
+	st, err := r.pool.Stats(r.ctx())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+// waitStats polls until the counts match.
+func (r *rig) waitStats(warm, acquired, warming, draining int) {
+	r.t.Helper()
+	testkit.CheckFor(r.t, 5*time.Second, 2*time.Millisecond, func() error {
+		st := r.stats()
+		if st.Warm != warm || st.Acquired != acquired || st.Warming != warming || st.Draining != draining {
+			return fmt.Errorf("stats warm=%d acquired=%d warming=%d draining=%d; want %d %d %d %d",
+				st.Warm, st.Acquired, st.Warming, st.Draining, warm, acquired, warming, draining)
+		}
+		if st.Total != warm+acquired+warming+draining {
+			return fmt.Errorf("total %d is not the sum of the states", st.Total)
+		}
+		return nil
+	})
+}
+
+// waitStarted polls until the driver has started n containers: only then
+// are their timers on the fake clock, and an Advance reaches them.
+func (r *rig) waitStarted(n int) {
+	r.t.Helper()
+	testkit.CheckFor(r.t, 5*time.Second, time.Millisecond, func() error {
+		if got := r.drv.Started(); got != n {
+			return fmt.Errorf("started %d containers; want %d", got, n)
+		}
+		return nil
+	})
+}
+
+func (r *rig) acquire(id string) messages.Lease {
+	r.t.Helper()
+	l, err := r.pool.Acquire(r.ctx(), id)
+	if err != nil {
+		r.t.Fatalf("acquire %q: %v", id, err)
+	}
+	return l
+}
+
+func TestWarmsToTarget(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 3}, nil)
+	r.waitStats(3, 0, 0, 0)
+	if got := r.drv.Live(); got != 3 {
+		t.Fatalf("live containers = %d; want 3", got)
+	}
+}
+
+func TestAcquireIsStickyAndRefills(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1, AcquireTimeout: messages.Duration(time.Minute)}, nil)
+	r.waitStats(1, 0, 0, 0)
+	l := r.acquire("alice")
+	if l.Cold || l.Slot == "" || l.Endpoint == "" || l.ID != "alice" || l.Pool != "test" || l.Node != "n1" {
+		t.Fatalf("lease = %+v", l)
+	}
+	if want := epoch.Add(time.Minute); !l.ExpiresAt.Equal(want) {
+		t.Fatalf("expires_at = %s; want %s", l.ExpiresAt, want)
+	}
+	r.waitStats(1, 1, 0, 0) // a fresh container replaced the one handed out
+	r.clock.Advance(10 * time.Second)
+	again := r.acquire("alice")
+	if again.Slot != l.Slot || again.Endpoint != l.Endpoint {
+		t.Fatalf("re-acquire gave slot %s; want sticky %s", again.Slot, l.Slot)
+	}
+	if want := epoch.Add(70 * time.Second); !again.ExpiresAt.Equal(want) {
+		t.Fatalf("re-acquire did not extend the lease: %s; want %s", again.ExpiresAt, want)
+	}
+	bob := r.acquire("bob")
+	if bob.Slot == l.Slot {
+		t.Fatal("two sessions share a slot")
+	}
+}
+
+func TestConcurrentAcquiresOfOneIDShareOneColdStart(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 0}, func(driver.Spec) testkit.FakePlan {
+		return testkit.FakePlan{ReadyAfter: 2 * time.Second}
+	})
+	const n = 20
+	leases := make(chan messages.Lease, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			l, err := r.pool.Acquire(r.ctx(), "same")
+			if err != nil {
+				errs <- err
+				return
+			}
+			leases <- l
+		}()
+	}
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if st := r.stats(); st.Waiting != n || st.Warming != 1 {
+			return fmt.Errorf("waiting=%d warming=%d; want %d and 1", st.Waiting, st.Warming, n)
+		}
+		return nil
+	})
+	r.waitStarted(1)
+	r.clock.Advance(2 * time.Second)
+	var slot string
+	for range n {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case l := <-leases:
+			if !l.Cold {
+				t.Fatal("a cold start is not marked cold")
+			}
+			if slot == "" {
+				slot = l.Slot
+			} else if l.Slot != slot {
+				t.Fatalf("same id got slots %s and %s", slot, l.Slot)
+			}
+		}
+	}
+	if got := r.drv.Started(); got != 1 {
+		t.Fatalf("started %d containers; want 1", got)
+	}
+}
+
+func TestReleaseReusesByDefault(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1}, nil)
+	r.waitStats(1, 0, 0, 0)
+	l := r.acquire("a")
+	r.waitStats(1, 1, 0, 0)
+	rel, err := r.pool.Release(r.ctx(), "a")
+	if err != nil || rel.Replaced || rel.Slot != l.Slot {
+		t.Fatalf("release = %+v, %v", rel, err)
+	}
+	r.waitStats(2, 0, 0, 0) // back to warm; the pool keeps what it has
+	if _, err := r.pool.Release(r.ctx(), "a"); !errors.Is(err, messages.ErrUnknownLease) {
+		t.Fatalf("second release: %v; want ErrUnknownLease", err)
+	}
+	if _, err := r.pool.Renew(r.ctx(), "a"); !errors.Is(err, messages.ErrUnknownLease) {
+		t.Fatalf("renew after release: %v; want ErrUnknownLease", err)
+	}
+}
+
+func TestReleaseReplace(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1, OnRelease: messages.OnReleaseReplace}, nil)
+	r.waitStats(1, 0, 0, 0)
+	l := r.acquire("a")
+	r.waitStats(1, 1, 0, 0)
+	rel, err := r.pool.Release(r.ctx(), "a")
+	if err != nil || !rel.Replaced {
+		t.Fatalf("release = %+v, %v", rel, err)
+	}
+	r.waitStats(1, 0, 0, 0)
+	for _, s := range r.drv.LiveSlots() {
+		if s == l.Slot {
+			t.Fatalf("released container %s still runs", s)
+		}
+	}
+	if b := r.acquire("b"); b.Slot == l.Slot {
+		t.Fatal("a replaced container was handed out again")
+	}
+}
+
+func TestLeaseExpiresAndRenewExtends(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1, AcquireTimeout: messages.Duration(time.Minute),
+		RefreshInterval: messages.Duration(10 * time.Second)}, nil)
+	r.waitStats(1, 0, 0, 0)
+	a := r.acquire("a")
+	r.acquire("b")
+	r.waitStats(1, 2, 0, 0)
+	r.clock.Advance(50 * time.Second)
+	if l, err := r.pool.Renew(r.ctx(), "a"); err != nil || !l.ExpiresAt.Equal(epoch.Add(110*time.Second)) || l.Slot != a.Slot {
+		t.Fatalf("renew = %+v, %v", l, err)
+	}
+	// b expires at 60s and is reaped by the refresh at 60s; a lives to 110s.
+	r.clock.Advance(10 * time.Second)
+	r.waitStats(2, 1, 0, 0)
+	if _, err := r.pool.Renew(r.ctx(), "b"); !errors.Is(err, messages.ErrUnknownLease) {
+		t.Fatalf("renew of an expired lease: %v", err)
+	}
+	if l := r.acquire("a"); l.Slot != a.Slot {
+		t.Fatal("a lost its container before expiry")
+	}
+}
+
+func TestExpiredLeaseIsNotStickyEvenBeforeTheRefresh(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1, AcquireTimeout: messages.Duration(time.Minute),
+		RefreshInterval: messages.Duration(time.Hour), OnRelease: messages.OnReleaseReplace}, nil)
+	r.waitStats(1, 0, 0, 0)
+	a := r.acquire("a")
+	r.waitStats(1, 1, 0, 0)
+	r.clock.Advance(time.Minute)
+	if l := r.acquire("a"); l.Slot == a.Slot {
+		t.Fatal("an expired lease was extended")
+	}
+}
+
+func TestExhaustedAtMaxInstances(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 0, MaxInstances: 2}, nil)
+	r.acquire("a")
+	r.acquire("b")
+	_, err := r.pool.Acquire(r.ctx(), "c")
+	if !errors.Is(err, messages.ErrExhausted) {
+		t.Fatalf("third acquire: %v; want ErrExhausted", err)
+	}
+	if r.stats().Total != 2 {
+		t.Fatal("exceeded maxInstances")
+	}
+	if _, err := r.pool.Release(r.ctx(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if l := r.acquire("c"); l.Cold {
+		t.Fatal("the released warm container was not reused")
+	}
+}
+
+func TestDeadContainersAreReplaced(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1}, nil)
+	r.waitStats(1, 0, 0, 0)
+	warm := r.drv.LiveSlots()[0]
+	r.drv.Kill(warm)
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if s := r.drv.LiveSlots(); len(s) != 1 || s[0] == warm {
+			return fmt.Errorf("live slots %v", s)
+		}
+		return nil
+	})
+	r.waitStats(1, 0, 0, 0)
+	l := r.acquire("a")
+	r.waitStats(1, 1, 0, 0)
+	r.drv.Kill(l.Slot)
+	r.waitStats(1, 0, 0, 0)
+	if again := r.acquire("a"); again.Slot == l.Slot {
+		t.Fatal("a session kept a dead container")
+	}
+}
+
+func TestStartFailuresBackOff(t *testing.T) {
+	var mu sync.Mutex
+	failing := true
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1}, func(driver.Spec) testkit.FakePlan {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			return testkit.FakePlan{StartErr: errors.New("no such image")}
+		}
+		return testkit.FakePlan{}
+	})
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		st := r.stats()
+		if st.StartFailures != 1 || st.BackoffUntil == nil || st.LastError == "" || st.Total != 0 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		return nil
+	})
+	// No retry while backing off: time stands still, nothing starts.
+	if st := r.stats(); st.StartFailures != 1 {
+		t.Fatalf("retried during backoff: %+v", st)
+	}
+	if _, err := r.pool.Acquire(r.ctx(), "x"); !errors.Is(err, messages.ErrNotReady) {
+		t.Fatalf("acquire during backoff: %v; want ErrNotReady", err)
+	}
+	r.clock.Advance(2 * time.Second) // past the first backoff (1s ±20%)
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if st := r.stats(); st.StartFailures != 2 {
+			return fmt.Errorf("start failures %d; want 2", st.StartFailures)
+		}
+		return nil
+	})
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	r.clock.Advance(3 * time.Second) // past the second backoff (2s ±20%)
+	r.waitStats(1, 0, 0, 0)
+	if st := r.stats(); st.StartFailures != 0 || st.BackoffUntil != nil {
+		t.Fatalf("a success did not reset the backoff: %+v", st)
+	}
+}
+
+func TestNeverReadyTimesOut(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 0, Template: messages.Template{StartTimeout: messages.Duration(5 * time.Second)}}, func(driver.Spec) testkit.FakePlan {
+		return testkit.FakePlan{NeverReady: true}
+	})
+	errc := make(chan error, 1)
+	go func() { _, err := r.pool.Acquire(r.ctx(), "a"); errc <- err }()
+	r.waitStats(0, 0, 1, 0)
+	r.waitStarted(1)
+	r.clock.Advance(5 * time.Second)
+	if err := <-errc; !errors.Is(err, messages.ErrNotReady) {
+		t.Fatalf("acquire of a never-ready template: %v; want ErrNotReady", err)
+	}
+	r.waitStats(0, 0, 0, 0)
+	if r.drv.Live() != 0 {
+		t.Fatal("the never-ready container was not stopped")
+	}
+	if st := r.stats(); st.StartFailures != 1 {
+		t.Fatalf("start failures = %d (%+v)", st.StartFailures, st)
+	}
+}
+
+func TestShutdownAllStopsEverythingAndPauses(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 2}, nil)
+	r.waitStats(2, 0, 0, 0)
+	r.acquire("a")
+	r.waitStats(2, 1, 0, 0)
+	rep, err := r.pool.ShutdownAll(r.ctx())
+	if err != nil || rep.Stopped != 3 || rep.LeasesEnded != 1 {
+		t.Fatalf("shutdown = %+v, %v", rep, err)
+	}
+	r.waitStats(0, 0, 0, 0)
+	if st := r.stats(); !st.Paused || r.drv.Live() != 0 {
+		t.Fatalf("after shutdown: %+v, live %d", st, r.drv.Live())
+	}
+	r.clock.Advance(time.Hour) // refreshes do not refill a paused pool
+	r.waitStats(0, 0, 0, 0)
+	if _, err := r.pool.Renew(r.ctx(), "a"); !errors.Is(err, messages.ErrUnknownLease) {
+		t.Fatalf("lease survived shutdown: %v", err)
+	}
+	l := r.acquire("a")
+	if !l.Cold {
+		t.Fatal("acquire after shutdown should be a cold start")
+	}
+	r.waitStats(2, 1, 0, 0) // and the pool is warm again
+}
+
+func TestWarmup(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1, MaxInstances: 4}, nil)
+	r.waitStats(1, 0, 0, 0)
+	rep, err := r.pool.Warmup(r.ctx(), 10)
+	if err != nil || rep.Requested != 10 || rep.Started != 3 {
+		t.Fatalf("warmup = %+v, %v", rep, err)
+	}
+	r.waitStats(4, 0, 0, 0)
+	if _, err := r.pool.Warmup(r.ctx(), -1); !errors.Is(err, messages.ErrBadRequest) {
+		t.Fatalf("negative warmup: %v", err)
+	}
+	if rep, err := r.pool.Warmup(r.ctx(), 0); err != nil || rep.Started != 0 {
+		t.Fatalf("warmup 0 = %+v, %v", rep, err)
+	}
+}
+
+func TestBadIDs(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 0}, nil)
+	for _, id := range []string{"", string(make([]byte, 257)), "\xff\xfe"} {
+		if _, err := r.pool.Acquire(r.ctx(), id); !errors.Is(err, messages.ErrInvalidID) {
+			t.Errorf("acquire(%q): %v; want ErrInvalidID", id, err)
+		}
+		if _, err := r.pool.Release(r.ctx(), id); !errors.Is(err, messages.ErrInvalidID) {
+			t.Errorf("release(%q): %v; want ErrInvalidID", id, err)
+		}
+		if _, err := r.pool.Renew(r.ctx(), id); !errors.Is(err, messages.ErrInvalidID) {
+			t.Errorf("renew(%q): %v; want ErrInvalidID", id, err)
+		}
+	}
+	long := string(make([]byte, 256))
+	if _, err := r.pool.Acquire(r.ctx(), long); err != nil {
+		t.Errorf("a 256-byte id was refused: %v", err)
+	}
+}
+
+func TestStopFailsWaitersAndLaterRequests(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 0}, func(driver.Spec) testkit.FakePlan {
+		return testkit.FakePlan{NeverReady: true}
+	})
+	errc := make(chan error, 1)
+	go func() { _, err := r.pool.Acquire(r.ctx(), "a"); errc <- err }()
+	r.waitStats(0, 0, 1, 0)
+	if err := r.pool.Stop(r.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; !errors.Is(err, messages.ErrNotReady) {
+		t.Fatalf("waiter: %v", err)
+	}
+	if _, err := r.pool.Acquire(r.ctx(), "b"); !errors.Is(err, messages.ErrNotReady) {
+		t.Fatalf("acquire after stop: %v", err)
+	}
+	if r.drv.Live() != 0 {
+		t.Fatal("containers left after stop")
+	}
+}
+
+func testWriter() io.Writer {
+	if testing.Verbose() {
+		return os.Stderr
+	}
+	return io.Discard
+}

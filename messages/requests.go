@@ -1,0 +1,40 @@
+package messages
+
+// Requests to a pool actor. Each carries the function that receives the
+// answer; the pool calls it exactly once, from its mailbox, so a Reply must
+// not block (hand the answer to a channel or a NATS publish).
+
+// Acquire asks for the container of session ID: the one it already holds,
+// else a warm one, else a cold start.
+type Acquire struct {
+	ID    string             `json:"id"`
+	Reply func(Lease, error) `json:"-"`
+}
+
+// Release ends the lease of session ID.
+type Release struct {
+	ID    string                `json:"id"`
+	Reply func(Released, error) `json:"-"`
+}
+
+// Renew extends the lease of session ID.
+type Renew struct {
+	ID    string             `json:"id"`
+	Reply func(Lease, error) `json:"-"`
+}
+
+// GetStats asks for the pool's counts.
+type GetStats struct {
+	Reply func(Stats, error) `json:"-"`
+}
+
+// Warmup starts up to Count more containers now.
+type Warmup struct {
+	Count int                      `json:"count"`
+	Reply func(WarmupReply, error) `json:"-"`
+}
+
+// ShutdownAll stops every container and ends every lease.
+type ShutdownAll struct {
+	Reply func(ShutdownReply, error) `json:"-"`
+}
