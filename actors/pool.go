@@ -85,6 +85,8 @@ type poolActor struct {
 	// claimedWarming counts warming slots already promised to a session.
 	claimedWarming int
 
+	started, died int
+
 	failures     int
 	backoffUntil time.Time
 	lastErr      string
@@ -358,6 +360,7 @@ func (p *poolActor) slotEvent(ctx actor.Context, e slotEvent) {
 		if was == Warming {
 			p.startFailed(ctx, e.Reason)
 		} else if was != Draining {
+			p.died++
 			p.log.Warn("container died", "slot", v.id, "state", was, "reason", e.Reason)
 		}
 		if s := p.sessions[v.session]; s != nil && v.session != "" {
@@ -468,6 +471,7 @@ func (p *poolActor) spawn(ctx actor.Context) *slotView {
 	v := &slotView{id: id, pid: pid, state: Warming, since: p.now()}
 	p.slots[id] = v
 	p.pids[pid.Id] = id
+	p.started++
 	p.counts[Warming]++
 	p.warmingQ = append(p.warmingQ, v.id)
 	return v
@@ -521,7 +525,7 @@ func (p *poolActor) stats() messages.Stats {
 	st := messages.Stats{
 		Type: messages.TypeStats, Pool: p.Config.Name, Node: p.Node,
 		Warm: p.counts[Warm], Acquired: p.counts[Acquired], Warming: p.counts[Warming], Draining: p.counts[Draining],
-		Total: p.total(), StartFailures: p.failures, LastError: p.lastErr, Paused: p.paused, Config: p.Config,
+		Total: p.total(), Started: p.started, Died: p.died, StartFailures: p.failures, LastError: p.lastErr, Paused: p.paused, Config: p.Config,
 	}
 	for _, s := range p.sessions {
 		st.Waiting += len(s.waiters)

@@ -90,6 +90,10 @@ type Stats struct {
 	Total    int    `json:"total"`
 	// Waiting counts acquires waiting for a cold start.
 	Waiting int `json:"waiting"`
+	// Started counts containers the pool started since it began; Died those
+	// that exited on their own after they were ready.
+	Started int `json:"started"`
+	Died    int `json:"died"`
 	// StartFailures counts consecutive failed container starts; zero after a
 	// success.
 	StartFailures int `json:"start_failures"`

@@ -1,0 +1,292 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/warmpool/warmpool/actors"
+	"github.com/warmpool/warmpool/clock"
+	"github.com/warmpool/warmpool/driver"
+	"github.com/warmpool/warmpool/driver/process"
+	"github.com/warmpool/warmpool/messages"
+)
+
+// Defaults of a node's options.
+const (
+	DefaultDataDir    = "./warmpool-data"
+	DefaultNATSListen = "127.0.0.1:4222"
+)
+
+// Options configure a node. Zero fields take the defaults.
+type Options struct {
+	// NodeID names the node in leases and logs. Default: the id kept in
+	// DataDir/node-id, created on first start.
+	NodeID string `json:"node_id"`
+	// DataDir holds the node's state: its id and the embedded server's
+	// JetStream store. Default ./warmpool-data.
+	DataDir string `json:"data_dir"`
+	// NATSURL connects to an existing NATS system instead of starting the
+	// embedded server.
+	NATSURL string `json:"nats_url"`
+	// NATSListen is where the embedded server takes clients, host:port; a
+	// port of -1 picks a free one. Default 127.0.0.1:4222.
+	NATSListen string `json:"nats_listen"`
+	// Pools are the pools the node runs; at least one.
+	Pools []messages.PoolConfig `json:"pools"`
+	// Logger gets the node's logs; default slog.Default().
+	Logger *slog.Logger `json:"-"`
+	// Drivers by name. The process driver is added when missing.
+	Drivers map[string]driver.Driver `json:"-"`
+	// Clock for the pools; default the wall clock.
+	Clock clock.Clock `json:"-"`
+}
+
+// Node is a running warmpool node.
+type Node struct {
+	opts    Options
+	log     *slog.Logger
+	srv     *server.Server // nil when NATSURL is set
+	nc      *nats.Conn
+	svc     micro.Service
+	system  *actor.ActorSystem
+	pools   map[string]*actors.Pool
+	process *process.Driver // owned, closed on shutdown
+	url     string
+}
+
+// Start starts a node: the embedded NATS server (unless NATSURL is set), the
+// pools, and the micro service. On error everything started is stopped.
+func Start(ctx context.Context, o Options) (n *Node, err error) {
+	if o.DataDir == "" {
+		o.DataDir = DefaultDataDir
+	}
+	if o.NATSListen == "" {
+		o.NATSListen = DefaultNATSListen
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
+	}
+	if len(o.Pools) == 0 {
+		return nil, fmt.Errorf("%w: no pool configured", messages.ErrConfigValidation)
+	}
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if o.NodeID == "" {
+		if o.NodeID, err = loadNodeID(o.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	n = &Node{opts: o, log: o.Logger.With("node", o.NodeID), pools: map[string]*actors.Pool{}}
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = n.Shutdown(sctx)
+			n = nil
+		}
+	}()
+	drivers := map[string]driver.Driver{}
+	for name, d := range o.Drivers {
+		drivers[name] = d
+	}
+	if drivers[messages.DriverProcess] == nil {
+		n.process = process.New(n.log)
+		drivers[messages.DriverProcess] = n.process
+	}
+	seen := map[string]bool{}
+	for i, p := range o.Pools {
+		p = p.WithDefaults()
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+		if seen[p.Name] {
+			return nil, fmt.Errorf("%w: pool %q is configured twice", messages.ErrConfigValidation, p.Name)
+		}
+		if drivers[p.Driver] == nil {
+			return nil, fmt.Errorf("%w: pools.%s.driver: no %q driver on this node", messages.ErrConfigValidation, p.Name, p.Driver)
+		}
+		seen[p.Name] = true
+		o.Pools[i] = p
+	}
+
+	if err := n.connect(ctx); err != nil {
+		return nil, err
+	}
+
+	logger := n.log
+	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return logger.With("component", "actor")
+	}))
+	for i, p := range o.Pools {
+		pool, err := actors.SpawnPool(n.system.Root, actors.PoolOptions{
+			Config: p, Node: o.NodeID, Driver: drivers[p.Driver], Clock: o.Clock,
+			Logger: n.log, Seed: uint64(time.Now().UnixNano()) + uint64(i),
+		})
+		if err != nil {
+			return nil, err
+		}
+		n.pools[p.Name] = pool
+	}
+
+	if err := n.serve(); err != nil {
+		return nil, err
+	}
+	n.log.Info("warmpool serving", "nats", n.url, "embedded", n.srv != nil, "pools", strings.Join(n.PoolNames(), ","))
+	return n, nil
+}
+
+// connect starts the embedded server if needed and connects to NATS.
+func (n *Node) connect(ctx context.Context) error {
+	o := n.opts
+	opts := []nats.Option{nats.Name("warmpool-node-" + o.NodeID), nats.MaxReconnects(-1)}
+	if o.NATSURL != "" {
+		nc, err := nats.Connect(o.NATSURL, opts...)
+		if err != nil {
+			return fmt.Errorf("connecting to NATS at %s: %w", o.NATSURL, err)
+		}
+		n.nc, n.url = nc, o.NATSURL
+		return nil
+	}
+	host, portStr, err := net.SplitHostPort(o.NATSListen)
+	if err != nil {
+		return fmt.Errorf("%w: nats listen address %q: %v", messages.ErrConfigValidation, o.NATSListen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < -1 || port > 65535 {
+		return fmt.Errorf("%w: nats listen address %q: bad port", messages.ErrConfigValidation, o.NATSListen)
+	}
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "warmpool-" + o.NodeID,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(o.DataDir, "jetstream"),
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		return fmt.Errorf("embedded NATS server: %w", err)
+	}
+	go srv.Start()
+	wait := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = time.Until(dl)
+	}
+	if !srv.ReadyForConnections(wait) {
+		srv.Shutdown()
+		return fmt.Errorf("embedded NATS server did not start on %s (is the port in use?)", o.NATSListen)
+	}
+	n.srv = srv
+	n.url = srv.ClientURL()
+	// The node talks to its own server in-process: no socket on the hot path.
+	nc, err := nats.Connect(n.url, append(opts, nats.InProcessServer(srv))...)
+	if err != nil {
+		return fmt.Errorf("connecting to the embedded NATS server: %w", err)
+	}
+	n.nc = nc
+	return nil
+}
+
+// ClientURL is where clients reach the node's NATS system.
+func (n *Node) ClientURL() string { return n.url }
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.opts.NodeID }
+
+// Pool returns the named pool's handle, or nil.
+func (n *Node) Pool(name string) *actors.Pool { return n.pools[name] }
+
+// PoolNames lists the node's pools, in config order.
+func (n *Node) PoolNames() []string {
+	names := make([]string, 0, len(n.opts.Pools))
+	for _, p := range n.opts.Pools {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+// Shutdown stops the node in order: stop taking requests, stop the pools
+// (which stops their containers; waiting acquires fail as not ready), drain
+// the NATS connection, stop the embedded server. ctx bounds the wait; what
+// is left when it ends is killed.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var errs []error
+	if n.svc != nil {
+		if err := n.svc.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping the service: %w", err))
+		}
+	}
+	for _, name := range n.PoolNames() {
+		if p := n.pools[name]; p != nil {
+			if err := p.Stop(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if n.process != nil {
+		kctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := n.process.Close(kctx); err != nil {
+			errs = append(errs, fmt.Errorf("stopping processes: %w", err))
+		}
+		cancel()
+	}
+	if n.system != nil {
+		n.system.Shutdown()
+	}
+	if n.nc != nil {
+		done := make(chan struct{})
+		n.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
+		if err := n.nc.Drain(); err != nil {
+			n.nc.Close()
+		} else {
+			select {
+			case <-done:
+			case <-ctx.Done():
+				n.nc.Close()
+			}
+		}
+	}
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+	}
+	n.log.Info("warmpool stopped")
+	return errors.Join(errs...)
+}
+
+// loadNodeID reads the node's id from its data dir, creating it on first use
+// so that a node keeps its identity across restarts.
+func loadNodeID(dir string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading the node id: %w", err)
+	}
+	id := "node-" + uuid.NewString()[:8]
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("writing the node id: %w", err)
+	}
+	return id, nil
+}

@@ -1,0 +1,163 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/warmpool/warmpool/messages"
+)
+
+// serve registers the micro service: one endpoint per verb, on a wildcard
+// subject so that any pool name reaches a handler.
+func (n *Node) serve() error {
+	svc, err := micro.AddService(n.nc, micro.Config{
+		Name:        messages.ServiceName,
+		Version:     messages.ServiceVersion,
+		Description: "warmpool: warm containers handed out by session id",
+		Metadata:    map[string]string{"node": n.opts.NodeID, "pools": strings.Join(n.PoolNames(), ",")},
+	})
+	if err != nil {
+		return fmt.Errorf("adding the micro service: %w", err)
+	}
+	n.svc = svc
+	for _, verb := range messages.Verbs {
+		subject := messages.Subject("*", verb)
+		if err := svc.AddEndpoint(verb, micro.HandlerFunc(n.handle), micro.WithEndpointSubject(subject)); err != nil {
+			return fmt.Errorf("adding endpoint %s: %w", subject, err)
+		}
+	}
+	// Subscriptions are sent asynchronously: flush so that the node answers
+	// as soon as Start returns.
+	if err := n.nc.FlushTimeout(10 * time.Second); err != nil {
+		return fmt.Errorf("registering the service with NATS: %w", err)
+	}
+	return nil
+}
+
+// handle decodes a request and hands it to the pool actor. It never waits for
+// the pool: the reply is published from the pool's callback, so a slow cold
+// start does not hold up other requests.
+func (n *Node) handle(req micro.Request) {
+	reply := replier{nc: n.nc, subject: req.Reply(), node: n}
+	tokens := strings.Split(req.Subject(), ".")
+	if len(tokens) != 4 {
+		reply.fail(fmt.Errorf("%w: subject %q is not warmpool.v1.<pool>.<verb>", messages.ErrBadRequest, req.Subject()))
+		return
+	}
+	poolName, verb := tokens[2], tokens[3]
+	pool := n.pools[poolName]
+	if pool == nil {
+		reply.fail(fmt.Errorf("%w: this node runs no pool %q (it runs %s)", messages.ErrUnknownPool, poolName, strings.Join(n.PoolNames(), ", ")))
+		return
+	}
+	data := req.Data()
+	switch verb {
+	case messages.VerbAcquire, messages.VerbRenew, messages.VerbRelease:
+		var body messages.SessionRequest
+		if err := decode(data, &body); err != nil {
+			reply.fail(err)
+			return
+		}
+		if err := messages.ValidateID(body.ID); err != nil {
+			reply.fail(err)
+			return
+		}
+		switch verb {
+		case messages.VerbAcquire:
+			pool.Send(messages.Acquire{ID: body.ID, Reply: respond[messages.Lease](reply)})
+		case messages.VerbRenew:
+			pool.Send(messages.Renew{ID: body.ID, Reply: respond[messages.Lease](reply)})
+		default:
+			pool.Send(messages.Release{ID: body.ID, Reply: respond[messages.Released](reply)})
+		}
+	case messages.VerbStats:
+		pool.Send(messages.GetStats{Reply: respond[messages.Stats](reply)})
+	case messages.VerbWarmup:
+		var body struct {
+			Count *int `json:"count"`
+		}
+		if err := decode(data, &body); err != nil {
+			reply.fail(err)
+			return
+		}
+		if body.Count == nil || *body.Count < 0 {
+			reply.fail(fmt.Errorf("%w: warmup needs {\"count\": N} with N >= 0", messages.ErrBadRequest))
+			return
+		}
+		pool.Send(messages.Warmup{Count: *body.Count, Reply: respond[messages.WarmupReply](reply)})
+	case messages.VerbShutdown:
+		pool.Send(messages.ShutdownAll{Reply: respond[messages.ShutdownReply](reply)})
+	default:
+		reply.fail(fmt.Errorf("%w: unknown verb %q", messages.ErrBadRequest, verb))
+	}
+}
+
+// decode parses a JSON object body strictly enough to catch mistakes: one
+// object, no trailing data. Unknown fields are allowed so that newer clients
+// can talk to older nodes.
+func decode(data []byte, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return fmt.Errorf("%w: the body is empty; send a JSON object", messages.ErrBadRequest)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: the body is not the expected JSON object: %v", messages.ErrBadRequest, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: the body has data after the JSON object", messages.ErrBadRequest)
+	}
+	return nil
+}
+
+// replier publishes a reply directly: micro's Request.Respond records its
+// outcome in the request, which races with the service's bookkeeping once
+// the handler has returned.
+type replier struct {
+	nc      *nats.Conn
+	subject string
+	node    *Node
+}
+
+func respond[T any](r replier) func(T, error) {
+	return func(v T, err error) {
+		if err != nil {
+			r.fail(err)
+			return
+		}
+		data, merr := json.Marshal(v)
+		if merr != nil {
+			r.fail(merr)
+			return
+		}
+		r.publish(&nats.Msg{Data: data})
+	}
+}
+
+func (r replier) fail(err error) {
+	body := messages.NewErrorBody(err)
+	data, _ := json.Marshal(body)
+	msg := &nats.Msg{Data: data, Header: nats.Header{}}
+	msg.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(body.Status))
+	// A header is one line; exit reasons carry the container's last lines.
+	msg.Header.Set(micro.ErrorHeader, strings.Join(strings.Fields(body.Message), " "))
+	r.publish(msg)
+}
+
+func (r replier) publish(msg *nats.Msg) {
+	if r.subject == "" {
+		return // a publish without a reply subject: nobody to answer
+	}
+	msg.Subject = r.subject
+	if err := r.nc.PublishMsg(msg); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		// The requester times out and retries; there is no one else to tell.
+		r.node.log.Warn("publishing a reply failed", "subject", r.subject, "err", err)
+	}
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/warmpool/warmpool/cluster"
+	"github.com/warmpool/warmpool/config"
+)
+
+// shutdownTimeout bounds the node's ordered shutdown after a signal.
+const shutdownTimeout = 30 * time.Second
+
+func (c *cli) serve(args []string) int {
+	fs := c.newFlagSet("serve", "", "Run a warmpool node until SIGINT or SIGTERM. Without --config it runs one pool, \"default\",\nwhose containers are this binary's demo-app. Without --nats-url it embeds a NATS server\nlistening on --nats-listen; clients connect there.")
+	configPath := fs.String("config", "", "pools config file (YAML); default: one pool running `warmpool demo-app`")
+	dataDir := fs.String("data-dir", cluster.DefaultDataDir, "directory of the node's state: its id and the embedded server's JetStream store")
+	// Not read from $NATS_URL: that variable points the client commands at a
+	// node, and a node that followed it would stop embedding its own server.
+	natsURL := fs.String("nats-url", "", "join this NATS server instead of embedding one")
+	natsListen := fs.String("nats-listen", cluster.DefaultNATSListen, "HOST:PORT the embedded NATS server listens on (port -1: any free port)")
+	nodeID := fs.String("node-id", "", "this node's id, unique in the cluster (default: the id kept in the data dir, made on first start)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	if _, code, ok := c.parse(fs, args, 0, 0); !ok {
+		return code
+	}
+	logger, err := newLogger(c.stderr, *logLevel, *logFormat)
+	if err != nil {
+		return c.usageError(fs, err.Error())
+	}
+
+	var file config.File
+	if *configPath != "" {
+		if file, err = config.Load(*configPath); err != nil {
+			return c.fail(err)
+		}
+	} else {
+		self, err := os.Executable()
+		if err != nil {
+			return c.fail(fmt.Errorf("find this binary for the default pool's command: %w", err))
+		}
+		file = config.Default(self)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	node, err := cluster.Start(ctx, cluster.Options{
+		NodeID:     *nodeID,
+		DataDir:    *dataDir,
+		NATSURL:    *natsURL,
+		NATSListen: *natsListen,
+		Pools:      file.Pools,
+		Logger:     logger,
+	})
+	if err != nil {
+		return c.fail(fmt.Errorf("start the node: %w", err))
+	}
+	// The node logs "warmpool serving" with its client URL and pools.
+	<-ctx.Done()
+	// From here a second signal kills the process at once: the way out of a
+	// shutdown that hangs.
+	stop()
+	logger.Info("warmpool shutting down", "timeout", shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := node.Shutdown(sctx); err != nil {
+		return c.fail(fmt.Errorf("shutdown: %w", err))
+	}
+	return exitOK
+}
+
+// newLogger builds the node's one logger, writing to w.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	switch level {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "info":
+		lvl = slog.LevelInfo
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	default:
+		return nil, fmt.Errorf("--log-level %q must be debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q must be text or json", format)
+	}
+}
