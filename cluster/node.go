@@ -108,7 +108,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		drivers[name] = d
 	}
 	if drivers[messages.DriverProcess] == nil {
-		n.process = process.New(n.log)
+		n.process = process.New(o.Logger)
 		drivers[messages.DriverProcess] = n.process
 	}
 	seen := map[string]bool{}
@@ -138,7 +138,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	for i, p := range o.Pools {
 		pool, err := actors.SpawnPool(n.system.Root, actors.PoolOptions{
 			Config: p, Node: o.NodeID, Driver: drivers[p.Driver], Clock: o.Clock,
-			Logger: n.log, Seed: uint64(time.Now().UnixNano()) + uint64(i),
+			Logger: o.Logger, Seed: uint64(time.Now().UnixNano()) + uint64(i),
 		})
 		if err != nil {
 			return nil, err

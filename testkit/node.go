@@ -52,7 +52,9 @@ func RunDemoAppIfChild() {
 func DemoPool(name string, startupDelay time.Duration) messages.PoolConfig {
 	c := messages.DefaultPoolConfig(name)
 	c.Command = []string{os.Args[0], "-test.run=^$"}
-	c.Env = map[string]string{envRole: roleDemo, envDelay: startupDelay.String()}
+	// A -race binary sleeps a second at exit unless told not to; the stop
+	// of every container would wait for it.
+	c.Env = map[string]string{envRole: roleDemo, envDelay: startupDelay.String(), "GORACE": "atexit_sleep_ms=0"}
 	c.ReadyPath = "/healthz"
 	c.StartTimeout = messages.Duration(20 * time.Second)
 	c.StopGrace = messages.Duration(5 * time.Second)

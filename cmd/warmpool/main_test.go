@@ -486,4 +486,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if log := serveErr.String(); !strings.Contains(log, "warmpool serving") || !strings.Contains(log, "warmpool shutting down") {
 		t.Errorf("log lacks the serving and shutting down lines:\n%s", log)
 	}
+	if kids := testkit.Children(); len(kids) > 0 {
+		t.Errorf("processes left after serve stopped: %v", kids)
+	}
 }

@@ -225,7 +225,8 @@ func (d *Driver) watch(p *proc, cmd *exec.Cmd, out *os.File, outDone <-chan stru
 	}
 	p.exit = describeExit(cmd.ProcessState, err, p.out.Lines())
 	close(p.done)
-	p.log.Info("process exited", "code", p.exit.Code, "reason", p.exit.Reason)
+	// Debug: the pool logs an unexpected exit, with its reason, as a warning.
+	p.log.Debug("process exited", "code", p.exit.Code)
 }
 
 // killGroupAndSeal kills the rest of the group once the leader has exited: a
