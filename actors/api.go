@@ -32,15 +32,34 @@ type PoolOptions struct {
 	Seed uint64
 	// Logger gets the pool's logs; default slog.Default().
 	Logger *slog.Logger
+	// Leases keeps the leases durably; default an in-memory store.
+	Leases LeaseStore
+	// Snapshots keeps slot snapshots; nil keeps none.
+	Snapshots SnapshotStore
+	// Recovery, when set, is the state to start from (see LoadRecovery).
+	Recovery *Recovery
 	// Root sends timer ticks and driver results; set by SpawnPool.
 	Root *actor.RootContext
 }
+
+// OnExit says what a stopping pool does with its containers.
+type OnExit string
+
+const (
+	// ExitLeave keeps warm and acquired containers running, and their leases
+	// stored, for the next start of the node to adopt: sessions survive a
+	// rolling restart.
+	ExitLeave OnExit = "leave"
+	// ExitStop stops every container and ends every lease.
+	ExitStop OnExit = "stop"
+)
 
 // Pool is a handle on a running pool actor, safe for concurrent use.
 type Pool struct {
 	name    string
 	pid     *actor.PID
 	root    *actor.RootContext
+	snap    *snapshotWriter
 	stopped atomic.Bool
 }
 
@@ -63,13 +82,23 @@ func SpawnPool(root *actor.RootContext, o PoolOptions) (*Pool, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Leases == nil {
+		o.Leases = NewMemoryLeases()
+	}
 	o.Root = root
-	props := actor.PropsFromProducer(func() actor.Actor { return newPoolActor(o) })
+	var snap *snapshotWriter
+	if o.Snapshots != nil {
+		snap = newSnapshotWriter(o.Snapshots, o.Logger.With("pool", o.Config.Name))
+	}
+	props := actor.PropsFromProducer(func() actor.Actor { return newPoolActor(o, snap) })
 	pid, err := root.SpawnNamed(props, "pool-"+o.Config.Name)
 	if err != nil {
+		if snap != nil {
+			snap.close()
+		}
 		return nil, fmt.Errorf("pool %s: %w", o.Config.Name, err)
 	}
-	return &Pool{name: o.Config.Name, pid: pid, root: root}, nil
+	return &Pool{name: o.Config.Name, pid: pid, root: root, snap: snap}, nil
 }
 
 // Name is the pool's name.
@@ -116,24 +145,35 @@ func (p *Pool) ShutdownAll(ctx context.Context) (messages.ShutdownReply, error) 
 	return ask(ctx, p, func(r func(messages.ShutdownReply, error)) any { return messages.ShutdownAll{Reply: r} })
 }
 
-// Stop stops the pool: new requests fail, waiting acquires fail, every
-// container is stopped, then the actors. It returns when all containers are
-// gone or ctx ends; in the latter case the slot actors still stop their
-// containers in the background (see the driver's Close for a hard bound).
-func (p *Pool) Stop(ctx context.Context) error {
+// Stop stops the pool for a node shutdown: new requests fail, acquires
+// waiting for a container fail, lease writes in flight land. Then, with
+// ExitStop, every container is stopped and every lease ended; with ExitLeave,
+// warm and acquired containers keep running and their leases stay stored for
+// the next start to adopt. Final snapshots are written, then the actors stop.
+// ctx bounds the wait; containers still stopping when it ends are left to the
+// slot actors (see the driver's Close for a hard bound).
+func (p *Pool) Stop(ctx context.Context, onExit OnExit) error {
 	if p.stopped.Swap(true) {
 		return nil
 	}
 	done := make(chan struct{})
-	p.root.Send(p.pid, stopPool{done: done})
+	p.root.Send(p.pid, stopPool{done: done, leave: onExit == ExitLeave})
 	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("pool %s: containers still stopping: %w", p.name, ctx.Err())
+		err = fmt.Errorf("pool %s: still stopping: %w", p.name, ctx.Err())
+	}
+	if p.snap != nil {
+		if ferr := p.snap.flush(ctx); ferr != nil && err == nil {
+			err = fmt.Errorf("pool %s: writing final snapshots: %w", p.name, ferr)
+		}
 	}
 	if perr := p.root.PoisonFuture(p.pid).Wait(); perr != nil && err == nil {
 		err = fmt.Errorf("pool %s: stopping the actor: %w", p.name, perr)
+	}
+	if p.snap != nil {
+		p.snap.close()
 	}
 	return err
 }

@@ -1,11 +1,14 @@
 package actors
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -22,38 +25,68 @@ const (
 	backoffMax  = time.Minute
 )
 
-// Timer ticks: unexported, never serialised.
+// leaseWriteTimeout bounds one durable lease write. A write that times out
+// fails the request as not ready; the caller retries.
+const leaseWriteTimeout = 10 * time.Second
+
+// Timer ticks and internal messages: unexported, never serialised.
 type (
 	refreshTick struct{}
 	backoffTick struct{}
-	// stopPool asks the pool to drain every slot for a node shutdown; done is
-	// closed once no slot is left.
-	stopPool struct{ done chan struct{} }
+	// stopPool asks the pool to get ready for a node shutdown. With leave,
+	// warm and acquired containers keep running for the next start to adopt;
+	// without, every container is stopped and every lease ended. done is
+	// closed when no write is in flight and no container is left to stop.
+	stopPool struct {
+		done  chan struct{}
+		leave bool
+	}
+	// leaseWritten is the outcome of a durable lease write.
+	leaseWritten struct {
+		id        string
+		op        writeOp
+		revision  uint64
+		expiresAt time.Time
+		err       error
+	}
 )
 
 // NotInfluenceReceiveTimeout marks ticks as housekeeping.
 func (refreshTick) NotInfluenceReceiveTimeout() {}
 func (backoffTick) NotInfluenceReceiveTimeout() {}
 
+type writeOp uint8
+
+const (
+	opNone writeOp = iota
+	opCreate
+	opExtend
+	opDelete
+)
+
 // slotView is the pool's picture of one slot, moved by the same Transition
 // as the slot actor itself: by the pool's own decisions, and by the events
 // the slot reports.
 type slotView struct {
-	id       string
-	pid      *actor.PID
-	state    State
-	since    time.Time
-	endpoint string
+	id     string
+	pid    *actor.PID
+	state  State
+	since  time.Time
+	handle driver.Handle
 	// session holds or (while warming) has claimed the slot; "" if free.
 	session string
+	// adopted: the container is from an earlier run of the node.
+	adopted bool
 }
 
 type sessionState uint8
 
 const (
-	// pending: waiting for a cold start of its claimed slot.
+	// pending: waiting for its claimed slot's container to get ready (a cold
+	// start, or a container being adopted after a restart).
 	pending sessionState = iota + 1
-	// leased: holds an acquired slot.
+	// leased: holds an acquired slot (or is about to, while the lease's
+	// create is in flight).
 	leased
 )
 
@@ -61,17 +94,33 @@ type session struct {
 	id        string
 	slot      string
 	state     sessionState
+	revision  uint64 // fencing token; 0 until the create lands
 	expiresAt time.Time
 	cold      bool
-	waiters   []func(messages.Lease, error)
+	// recovered: the lease was loaded from the store; no create needed.
+	recovered bool
+
+	// writing is the durable write in flight; one at a time per session.
+	writing writeOp
+	// waiters get the lease when the create or extend in flight lands (or
+	// the pending container gets ready).
+	waiters []func(messages.Lease, error)
+	// releasers get the answer when the delete in flight lands.
+	releasers []func(messages.Released, error)
+	// queued requests are handled again once the write in flight lands.
+	queued []any
+	// endReason says why a delete was started: "released", "lease expired".
+	endReason string
 }
 
 // poolActor makes every decision of one pool, one message at a time: which
 // slot a session gets, when a lease ends, when to start containers. It never
-// does I/O; slot actors do, and report back.
+// does I/O: slot actors run the driver, goroutines write leases, and both
+// report back as messages.
 type poolActor struct {
 	PoolOptions
-	log *slog.Logger
+	log  *slog.Logger
+	snap *snapshotWriter
 
 	slots    map[string]*slotView
 	pids     map[string]string // actor pid id -> slot id
@@ -84,6 +133,7 @@ type poolActor struct {
 	warmingQ []string
 	// claimedWarming counts warming slots already promised to a session.
 	claimedWarming int
+	writes         int // durable lease writes in flight
 
 	started, died int
 
@@ -97,39 +147,37 @@ type poolActor struct {
 	// paused after ShutdownAll: no refill until the next acquire or warmup.
 	paused   bool
 	stopping *stopPool
+	halted   bool // the actor is stopping: no more decisions
+	// leaving is set when the node exits and leaves containers running; the
+	// slot actors read it as they stop.
+	leaving *atomic.Bool
 }
 
-func newPoolActor(o PoolOptions) *poolActor {
+func newPoolActor(o PoolOptions, snap *snapshotWriter) *poolActor {
 	return &poolActor{
 		PoolOptions: o,
 		log:         o.Logger.With("pool", o.Config.Name, "node", o.Node),
+		snap:        snap,
 		slots:       map[string]*slotView{},
 		pids:        map[string]string{},
 		sessions:    map[string]*session{},
 		rand:        rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15)),
+		leaving:     &atomic.Bool{},
 	}
 }
 
 func (p *poolActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		p.log.Info("pool started", "warm_target", p.Config.WarmTarget, "max_instances", p.Config.MaxInstances)
+		p.recover(ctx)
+		p.log.Info("pool started", "warm_target", p.Config.WarmTarget, "max_instances", p.Config.MaxInstances,
+			"adopted", len(p.slots), "leases", len(p.sessions))
 		p.refill(ctx)
 		p.scheduleRefresh(ctx)
-	case messages.Acquire:
-		p.acquire(ctx, m)
-	case messages.Release:
-		p.release(ctx, m)
-	case messages.Renew:
-		p.renew(m)
-	case messages.GetStats:
-		m.Reply(p.stats(), nil)
-	case messages.Warmup:
-		p.warmup(ctx, m)
-	case messages.ShutdownAll:
-		m.Reply(p.shutdownAll(ctx, "shutdown requested"), nil)
 	case slotEvent:
 		p.slotEvent(ctx, m)
+	case leaseWritten:
+		p.leaseWritten(ctx, m)
 	case refreshTick:
 		p.refresh(ctx)
 		p.scheduleRefresh(ctx)
@@ -137,17 +185,21 @@ func (p *poolActor) Receive(ctx actor.Context) {
 		p.backoffTimer = nil
 		p.refill(ctx)
 	case stopPool:
-		p.stopping = &m
-		p.shutdownAll(ctx, "node stopping")
-		p.checkStopped()
+		p.stop(ctx, m)
 	case *actor.Terminated:
 		// A slot actor stopped without reporting gone: it failed. Its own
-		// Stopping handler stopped the container; forget the slot.
+		// Stopping handler stopped the container; forget the slot. While the
+		// pool itself stops, its slots stop with it: that changes nothing
+		// stored (their containers may be left for the next start).
+		if p.halted {
+			return
+		}
 		if v, ok := p.slots[p.pids[m.Who.Id]]; ok && v.state != Gone {
 			p.log.Error("slot actor terminated unexpectedly", "slot", v.id, "state", v.state)
 			p.forget(ctx, v, "slot actor failed")
 		}
 	case *actor.Stopping:
+		p.halted = true
 		if p.refreshTimer != nil {
 			p.refreshTimer.Stop()
 		}
@@ -155,47 +207,76 @@ func (p *poolActor) Receive(ctx actor.Context) {
 			p.backoffTimer.Stop()
 		}
 		p.failWaiters(fmt.Errorf("%w: pool %s is stopping", messages.ErrNotReady, p.Config.Name))
+	default:
+		p.request(ctx, m)
+	}
+}
+
+// request handles the API's messages; it is also how queued requests are
+// handled again once a session's write lands.
+func (p *poolActor) request(ctx actor.Context, msg any) {
+	switch m := msg.(type) {
+	case messages.Acquire:
+		p.acquire(ctx, m)
+	case messages.Release:
+		p.release(ctx, m)
+	case messages.Renew:
+		p.renew(ctx, m)
+	case messages.GetStats:
+		m.Reply(p.stats(), nil)
+	case messages.Warmup:
+		p.warmup(ctx, m)
+	case messages.ShutdownAll:
+		m.Reply(p.shutdownAll(ctx, "shutdown requested"), nil)
 	}
 }
 
 func (p *poolActor) now() time.Time { return p.Clock.Now() }
 
+func (p *poolActor) stoppingErr() error {
+	return fmt.Errorf("%w: pool %s is stopping", messages.ErrNotReady, p.Config.Name)
+}
+
 // acquire implements the original library's getContainer: sticky, then warm,
-// then a cold start, else exhausted.
+// then a cold start, else exhausted. The reply waits for the durable write
+// of the lease.
 func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 	if err := messages.ValidateID(m.ID); err != nil {
 		m.Reply(messages.Lease{}, err)
 		return
 	}
 	if p.stopping != nil {
-		m.Reply(messages.Lease{}, fmt.Errorf("%w: pool %s is stopping", messages.ErrNotReady, p.Config.Name))
+		m.Reply(messages.Lease{}, p.stoppingErr())
 		return
 	}
 	now := p.now()
 	if s, ok := p.sessions[m.ID]; ok {
 		switch {
-		case s.state == pending:
+		case s.writing == opDelete:
+			s.queued = append(s.queued, m)
+		case s.writing != opNone || s.state == pending:
 			s.waiters = append(s.waiters, m.Reply)
-			return
 		case !now.Before(s.expiresAt):
-			p.endLease(ctx, s, "lease expired")
-		case p.slots[s.slot] == nil || p.slots[s.slot].state != Acquired:
-			// Its container died: the session gets a new one, never another's.
-			delete(p.sessions, s.id)
+			s.queued = append(s.queued, m)
+			p.startDelete(ctx, s, "lease expired", nil)
+		case !p.holds(s):
+			// Its container died: end the lease; the session then gets a
+			// new container, never another session's.
+			s.queued = append(s.queued, m)
+			p.startDelete(ctx, s, "container gone", nil)
 		default:
-			s.expiresAt = now.Add(p.Config.AcquireTimeout.D())
-			m.Reply(p.lease(s, false), nil)
-			return
+			s.waiters = append(s.waiters, m.Reply)
+			p.startWrite(ctx, s, opExtend)
 		}
+		return
 	}
 	p.paused = false
 	if v := p.popWarm(); v != nil {
-		s := &session{id: m.ID, slot: v.id, state: leased, expiresAt: now.Add(p.Config.AcquireTimeout.D())}
+		s := &session{id: m.ID, slot: v.id, state: leased, waiters: []func(messages.Lease, error){m.Reply}}
 		p.sessions[m.ID] = s
 		v.session = m.ID
-		p.move(v, EvAcquire)
-		ctx.Send(v.pid, slotAcquire{})
-		m.Reply(p.lease(s, false), nil)
+		p.move(v, EvAcquire) // reserved: no one else gets it while the lease is written
+		p.startWrite(ctx, s, opCreate)
 		p.refill(ctx)
 		return
 	}
@@ -213,12 +294,19 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 				messages.ErrNotReady, p.Config.Name, p.backoffUntil.Format(time.RFC3339), p.failures, p.lastErr))
 			return
 		}
-		v = p.spawn(ctx)
+		v = p.spawn(ctx, nil, false)
 	}
 	v.session = m.ID
 	p.claimedWarming++
+	p.snapshot(v)
 	p.sessions[m.ID] = &session{id: m.ID, slot: v.id, state: pending, cold: true, waiters: []func(messages.Lease, error){m.Reply}}
 	p.refill(ctx)
+}
+
+// holds reports whether a leased session's slot is still acquired by it.
+func (p *poolActor) holds(s *session) bool {
+	v := p.slots[s.slot]
+	return v != nil && v.state == Acquired && v.session == s.id
 }
 
 func (p *poolActor) release(ctx actor.Context, m messages.Release) {
@@ -227,28 +315,181 @@ func (p *poolActor) release(ctx actor.Context, m messages.Release) {
 		return
 	}
 	s, ok := p.sessions[m.ID]
-	if !ok {
+	switch {
+	case !ok:
 		m.Reply(messages.Released{}, fmt.Errorf("%w: session %q holds no lease in pool %s", messages.ErrUnknownLease, m.ID, p.Config.Name))
-		return
+	case s.writing != opNone:
+		s.queued = append(s.queued, m)
+	case s.state == pending && !s.recovered:
+		// A cold start in progress, nothing stored yet: drop the claim.
+		p.unclaim(s, fmt.Errorf("%w: session %q was released while its container started", messages.ErrNotReady, s.id))
+		m.Reply(messages.Released{Type: messages.TypeReleased, Pool: p.Config.Name, ID: m.ID, Slot: s.slot}, nil)
+	default:
+		p.startDelete(ctx, s, "released", m.Reply)
 	}
-	replaced := p.endLease(ctx, s, "released")
-	m.Reply(messages.Released{Type: messages.TypeReleased, Pool: p.Config.Name, ID: m.ID, Slot: s.slot, Replaced: replaced}, nil)
-	p.refill(ctx)
 }
 
-func (p *poolActor) renew(m messages.Renew) {
+func (p *poolActor) renew(ctx actor.Context, m messages.Renew) {
 	if err := messages.ValidateID(m.ID); err != nil {
 		m.Reply(messages.Lease{}, err)
 		return
 	}
 	s, ok := p.sessions[m.ID]
-	now := p.now()
-	if !ok || s.state != leased || !now.Before(s.expiresAt) || p.slots[s.slot] == nil || p.slots[s.slot].state != Acquired {
+	switch {
+	case ok && s.writing == opDelete:
+		s.queued = append(s.queued, m)
+	case ok && (s.writing != opNone && s.state == leased || s.state == pending && s.recovered):
+		s.waiters = append(s.waiters, m.Reply)
+	case !ok || s.state != leased || !p.now().Before(s.expiresAt) || !p.holds(s):
 		m.Reply(messages.Lease{}, fmt.Errorf("%w: session %q holds no live lease in pool %s", messages.ErrUnknownLease, m.ID, p.Config.Name))
+	default:
+		s.waiters = append(s.waiters, m.Reply)
+		p.startWrite(ctx, s, opExtend)
+	}
+}
+
+// startWrite writes a session's lease (create or extend) off the mailbox.
+func (p *poolActor) startWrite(ctx actor.Context, s *session, op writeOp) {
+	v := p.slots[s.slot]
+	now := p.now()
+	rec := LeaseRecord{
+		Version: LeaseSchema, Pool: p.Config.Name, ID: s.id, Slot: s.slot, Node: p.Node,
+		Endpoint: v.handle.Endpoint, ContainerID: v.handle.ID, StartID: v.handle.StartID,
+		CreatedAt: now, ExpiresAt: now.Add(p.Config.AcquireTimeout.D()),
+	}
+	s.writing = op
+	p.writes++
+	self, root, store, rev := ctx.Self(), p.Root, p.Leases, s.revision
+	go func() {
+		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
+		defer cancel()
+		var newRev uint64
+		var err error
+		if op == opCreate {
+			newRev, err = store.Create(wctx, rec)
+		} else {
+			newRev, err = store.Update(wctx, rec, rev)
+		}
+		root.Send(self, leaseWritten{id: rec.ID, op: op, revision: newRev, expiresAt: rec.ExpiresAt, err: err})
+	}()
+}
+
+// startDelete ends a session's lease durably; the slot is freed when the
+// delete lands, so a crash in between cannot leave two leases on one slot.
+func (p *poolActor) startDelete(ctx actor.Context, s *session, reason string, reply func(messages.Released, error)) {
+	if reply != nil {
+		s.releasers = append(s.releasers, reply)
+	}
+	s.endReason = reason
+	s.writing = opDelete
+	p.writes++
+	self, root, store, pool, id, rev := ctx.Self(), p.Root, p.Leases, p.Config.Name, s.id, s.revision
+	go func() {
+		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
+		defer cancel()
+		root.Send(self, leaseWritten{id: id, op: opDelete, err: store.Delete(wctx, pool, id, rev)})
+	}()
+}
+
+// leaseWritten applies the outcome of a durable write and answers whoever
+// waited for it.
+func (p *poolActor) leaseWritten(ctx actor.Context, w leaseWritten) {
+	p.writes--
+	defer p.checkStopped()
+	s := p.sessions[w.id]
+	if s == nil || s.writing != w.op {
+		// The session was abandoned meanwhile (shutdown): a lease this write
+		// created or extended must not outlive it.
+		if w.err == nil && (w.op == opCreate || w.op == opExtend) {
+			p.deleteInBackground(ctx, w.id, w.revision)
+		}
 		return
 	}
-	s.expiresAt = now.Add(p.Config.AcquireTimeout.D())
-	m.Reply(p.lease(s, false), nil)
+	s.writing = opNone
+	switch w.op {
+	case opCreate, opExtend:
+		if w.err != nil {
+			p.writeFailed(ctx, s, w)
+			break
+		}
+		s.revision, s.expiresAt = w.revision, w.expiresAt
+		if v := p.slots[s.slot]; w.op == opCreate && v != nil && v.session == s.id && v.state == Acquired {
+			ctx.Send(v.pid, slotAcquire{})
+			p.snapshot(v)
+		}
+		if !p.holds(s) {
+			// The container died while the lease was written: end it.
+			p.failSession(s, fmt.Errorf("%w: the container for session %q exited", messages.ErrNotReady, s.id))
+			p.startDelete(ctx, s, "container gone", nil)
+			return
+		}
+		l := p.lease(s)
+		for _, reply := range s.waiters {
+			reply(l, nil)
+		}
+		s.waiters = nil
+	case opDelete:
+		lost := errors.Is(w.err, ErrRevisionMismatch)
+		if w.err != nil && !lost {
+			err := fmt.Errorf("%w: ending the lease of %q failed: %v", messages.ErrNotReady, s.id, w.err)
+			for _, reply := range s.releasers {
+				reply(messages.Released{}, err)
+			}
+			s.releasers = nil
+			p.log.Warn("lease delete failed; retrying at the next refresh", "session", s.id, "err", w.err)
+			break
+		}
+		replaced := p.endLease(ctx, s, s.endReason, lost)
+		for _, reply := range s.releasers {
+			reply(messages.Released{Type: messages.TypeReleased, Pool: p.Config.Name, ID: s.id, Slot: s.slot, Replaced: replaced}, nil)
+		}
+		s.releasers = nil
+		p.refill(ctx)
+	}
+	queued := s.queued
+	s.queued = nil
+	for _, m := range queued {
+		p.request(ctx, m)
+	}
+}
+
+// writeFailed handles a failed create or extend. A revision mismatch or a
+// key taken means another writer owns the lease: this node lost it and must
+// not hand out the container, so the slot is drained.
+func (p *poolActor) writeFailed(ctx actor.Context, s *session, w leaseWritten) {
+	lost := errors.Is(w.err, ErrRevisionMismatch) || errors.Is(w.err, ErrLeaseExists)
+	var err error
+	switch {
+	case lost && w.op == opCreate:
+		err = fmt.Errorf("%w: session %q already holds a lease written by another writer; retry", messages.ErrNotReady, s.id)
+	case lost:
+		err = fmt.Errorf("%w: the lease of session %q was taken over by another writer", messages.ErrUnknownLease, s.id)
+	default:
+		err = fmt.Errorf("%w: writing the lease of session %q failed: %v", messages.ErrNotReady, s.id, w.err)
+	}
+	p.failSession(s, err)
+	v := p.slots[s.slot]
+	switch {
+	case w.op == opCreate:
+		// Never handed out: the container goes back to the pool unless
+		// another writer may be using it.
+		delete(p.sessions, s.id)
+		if v != nil && v.session == s.id && v.state == Acquired {
+			v.session = ""
+			p.move(v, EvRelease)
+			p.warmQ = append([]string{v.id}, p.warmQ...)
+		}
+		p.log.Warn("lease create failed", "session", s.id, "err", w.err)
+	case lost:
+		delete(p.sessions, s.id)
+		if v != nil && v.session == s.id {
+			v.session = ""
+			p.drain(ctx, v, "lease lost to another writer")
+		}
+		p.log.Warn("lease lost to another writer", "session", s.id, "err", w.err)
+	default:
+		p.log.Warn("lease extend failed", "session", s.id, "err", w.err)
+	}
 }
 
 func (p *poolActor) warmup(ctx actor.Context, m messages.Warmup) {
@@ -257,15 +498,15 @@ func (p *poolActor) warmup(ctx actor.Context, m messages.Warmup) {
 		return
 	}
 	if p.stopping != nil {
-		m.Reply(messages.WarmupReply{}, fmt.Errorf("%w: pool %s is stopping", messages.ErrNotReady, p.Config.Name))
+		m.Reply(messages.WarmupReply{}, p.stoppingErr())
 		return
 	}
 	p.paused = false
-	n := min(m.Count, p.Config.MaxInstances-p.total())
+	n := max(min(m.Count, p.Config.MaxInstances-p.total()), 0)
 	for range n {
-		p.spawn(ctx)
+		p.spawn(ctx, nil, false)
 	}
-	m.Reply(messages.WarmupReply{Type: messages.TypeWarmup, Pool: p.Config.Name, Requested: m.Count, Started: max(n, 0)}, nil)
+	m.Reply(messages.WarmupReply{Type: messages.TypeWarmup, Pool: p.Config.Name, Requested: m.Count, Started: n}, nil)
 }
 
 // shutdownAll ends every lease and drains every slot. The pool then stays
@@ -277,8 +518,7 @@ func (p *poolActor) shutdownAll(ctx actor.Context, reason string) messages.Shutd
 		if s.state == leased {
 			ended++
 		}
-		p.failSession(s, fmt.Errorf("%w: pool %s: %s", messages.ErrNotReady, p.Config.Name, reason))
-		delete(p.sessions, id)
+		p.abandon(ctx, s, fmt.Errorf("%w: pool %s: %s", messages.ErrNotReady, p.Config.Name, reason))
 	}
 	stopped := 0
 	for _, id := range sortedKeys(p.slots) {
@@ -287,8 +527,7 @@ func (p *poolActor) shutdownAll(ctx actor.Context, reason string) messages.Shutd
 			continue
 		}
 		v.session = ""
-		p.move(v, EvDrain)
-		ctx.Send(v.pid, slotDrain{reason: reason})
+		p.drain(ctx, v, reason)
 		stopped++
 	}
 	p.claimedWarming = 0
@@ -298,34 +537,127 @@ func (p *poolActor) shutdownAll(ctx actor.Context, reason string) messages.Shutd
 	return messages.ShutdownReply{Type: messages.TypeShutdown, Pool: p.Config.Name, Stopped: stopped, LeasesEnded: ended}
 }
 
-// endLease ends a session's lease and returns its container to the pool or
-// drains it, as onRelease says. It reports whether the container is replaced.
-func (p *poolActor) endLease(ctx actor.Context, s *session, reason string) bool {
+// abandon drops a session at once, failing whoever waits on it, and deletes
+// its stored lease in the background.
+func (p *poolActor) abandon(ctx actor.Context, s *session, err error) {
+	p.failSession(s, err)
+	for _, reply := range s.releasers {
+		reply(messages.Released{}, err)
+	}
+	for _, m := range s.queued {
+		failRequest(m, err)
+	}
+	delete(p.sessions, s.id)
+	// A write in flight deletes what it wrote when it lands (leaseWritten).
+	if s.revision != 0 && s.writing == opNone {
+		p.deleteInBackground(ctx, s.id, s.revision)
+	}
+}
+
+// deleteInBackground deletes a lease no session holds any more. Its outcome
+// matters to no one but the stop, which waits for writes in flight.
+func (p *poolActor) deleteInBackground(ctx actor.Context, id string, rev uint64) {
+	self, root, store, pool := ctx.Self(), p.Root, p.Leases, p.Config.Name
+	p.writes++
+	go func() {
+		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
+		defer cancel()
+		root.Send(self, leaseWritten{id: id, op: opNone, err: store.Delete(wctx, pool, id, rev)})
+	}()
+}
+
+// stop prepares the pool for a node shutdown (see stopPool).
+func (p *poolActor) stop(ctx actor.Context, m stopPool) {
+	p.stopping = &m
+	if !m.leave {
+		p.shutdownAll(ctx, "node stopping")
+		p.checkStopped()
+		return
+	}
+	// Leave warm and acquired containers for the next start; fail what
+	// waits for a container that will not be ready before the exit, and
+	// stop the containers still warming (no snapshot knows them yet).
+	for _, id := range sortedKeys(p.sessions) {
+		if s := p.sessions[id]; s.state == pending {
+			p.failSession(s, p.stoppingErr())
+			if !s.recovered {
+				p.unclaim(s, p.stoppingErr())
+			}
+		}
+	}
+	for _, id := range sortedKeys(p.slots) {
+		if v := p.slots[id]; v.state == Warming && !v.adopted {
+			p.drain(ctx, v, "node stopping")
+		}
+	}
+	p.checkStopped()
+}
+
+func (p *poolActor) checkStopped() {
+	if p.stopping == nil || p.stopping.done == nil || p.writes > 0 {
+		return
+	}
+	for _, v := range p.slots {
+		if v.state == Draining || (v.state == Warming && !v.adopted) || !p.stopping.leave {
+			return
+		}
+	}
+	if p.stopping.leave {
+		// Read by every slot actor as it stops: keep the container running.
+		p.leaving.Store(true)
+	}
+	close(p.stopping.done)
+	p.stopping.done = nil
+}
+
+// unclaim drops a pending session's claim on its warming slot.
+func (p *poolActor) unclaim(s *session, err error) {
+	p.failSession(s, err)
+	delete(p.sessions, s.id)
+	if v := p.slots[s.slot]; v != nil && v.session == s.id {
+		v.session = ""
+		if v.state == Warming {
+			p.claimedWarming--
+			p.warmingQ = append(p.warmingQ, v.id)
+		}
+		p.snapshot(v)
+	}
+}
+
+// endLease frees the slot of a session whose lease is deleted: back to warm,
+// or drained, as onRelease says; drained too when the lease was lost to
+// another writer. It reports whether the container is replaced.
+func (p *poolActor) endLease(ctx actor.Context, s *session, reason string, lost bool) bool {
 	delete(p.sessions, s.id)
 	v := p.slots[s.slot]
 	if v == nil || v.session != s.id {
 		return false
 	}
 	v.session = ""
-	if s.state == pending {
-		p.claimedWarming--
-		p.failSession(s, fmt.Errorf("%w: session %q was released while its container started", messages.ErrNotReady, s.id))
-		p.warmingQ = append(p.warmingQ, v.id)
-		return false
-	}
 	if v.state != Acquired {
+		if v.state == Warming {
+			p.claimedWarming-- // a recovered lease whose container was still being adopted
+		}
+		p.snapshot(v)
 		return false
 	}
 	p.log.Debug("lease ended", "session", s.id, "slot", v.id, "reason", reason)
-	if p.Config.OnRelease == messages.OnReleaseReplace {
-		p.move(v, EvDrain)
-		ctx.Send(v.pid, slotDrain{reason: reason})
+	if lost || p.Config.OnRelease == messages.OnReleaseReplace {
+		p.drain(ctx, v, reason)
 		return true
 	}
 	p.move(v, EvRelease)
 	p.warmQ = append(p.warmQ, v.id)
 	ctx.Send(v.pid, slotRelease{})
 	return false
+}
+
+func (p *poolActor) drain(ctx actor.Context, v *slotView, reason string) {
+	if v.state == Warming && v.session != "" {
+		p.claimedWarming--
+	}
+	p.move(v, EvDrain)
+	ctx.Send(v.pid, slotDrain{reason: reason})
 }
 
 // slotEvent applies what a slot reports about its container.
@@ -335,46 +667,79 @@ func (p *poolActor) slotEvent(ctx actor.Context, e slotEvent) {
 		return
 	}
 	was := v.state
+	if e.Event == EvReady {
+		v.handle = e.Handle
+	}
 	if !p.move(v, e.Event) {
 		return
 	}
 	switch e.Event {
 	case EvReady:
-		v.endpoint = e.Endpoint
-		p.failures, p.backoffUntil, p.lastErr = 0, time.Time{}, ""
-		if s := p.sessions[v.session]; s != nil && v.session != "" {
-			// A cold start completes: the waiting session takes the slot.
+		if !v.adopted {
+			p.failures, p.backoffUntil, p.lastErr = 0, time.Time{}, ""
+		}
+		s := p.sessions[v.session]
+		switch {
+		case s == nil || v.session == "":
+			p.warmQ = append(p.warmQ, v.id)
+		case s.recovered:
+			// An adopted container of a stored lease: the session holds it
+			// again, at the stored revision; no write needed.
 			p.claimedWarming--
 			p.move(v, EvAcquire)
 			ctx.Send(v.pid, slotAcquire{})
-			s.state, s.expiresAt = leased, p.now().Add(p.Config.AcquireTimeout.D())
-			l := p.lease(s, true)
-			for _, w := range s.waiters {
-				w(l, nil)
+			s.state = leased
+			l := p.lease(s)
+			for _, reply := range s.waiters {
+				reply(l, nil)
 			}
 			s.waiters = nil
-		} else {
-			p.warmQ = append(p.warmQ, v.id)
+			p.log.Info("lease recovered", "session", s.id, "slot", v.id)
+		default:
+			// A cold start completes: the waiting session takes the slot
+			// once its lease is written.
+			p.claimedWarming--
+			p.move(v, EvAcquire)
+			s.state = leased
+			p.startWrite(ctx, s, opCreate)
 		}
 	case EvStartFailed, EvExited:
-		if was == Warming {
+		switch {
+		case was == Warming && v.adopted:
+			p.log.Warn("adopting a container failed", "slot", v.id, "reason", e.Reason)
+		case was == Warming:
 			p.startFailed(ctx, e.Reason)
-		} else if was != Draining {
+		case was != Draining:
 			p.died++
 			p.log.Warn("container died", "slot", v.id, "state", was, "reason", e.Reason)
 		}
 		if s := p.sessions[v.session]; s != nil && v.session != "" {
-			if s.state == pending {
-				p.claimedWarming--
-			}
-			p.failSession(s, fmt.Errorf("%w: the container for session %q failed: %s", messages.ErrNotReady, s.id, e.Reason))
-			delete(p.sessions, s.id)
+			p.containerLost(ctx, s, was, e.Reason)
 		}
 		v.session = ""
+		p.snapshot(v)
 		p.refill(ctx)
+		p.checkStopped()
 	case EvStopped:
 		p.forget(ctx, v, "container stopped")
 		ctx.Stop(v.pid)
+	}
+}
+
+// containerLost handles a session whose container failed or died.
+func (p *poolActor) containerLost(ctx actor.Context, s *session, was State, reason string) {
+	err := fmt.Errorf("%w: the container for session %q failed: %s", messages.ErrNotReady, s.id, reason)
+	if was == Warming {
+		p.claimedWarming--
+	}
+	p.failSession(s, err)
+	switch {
+	case s.writing != opNone:
+		// The write's outcome sees the slot gone and ends the lease then.
+	case s.revision != 0:
+		p.startDelete(ctx, s, "container gone", nil)
+	default:
+		delete(p.sessions, s.id)
 	}
 }
 
@@ -394,25 +759,19 @@ func (p *poolActor) startFailed(ctx actor.Context, reason string) {
 
 // forget drops a slot that is gone (or whose actor failed) and refills.
 func (p *poolActor) forget(ctx actor.Context, v *slotView, reason string) {
+	if v.state == Warming && v.session != "" {
+		p.claimedWarming--
+	}
 	p.counts[v.state]--
+	v.state = Gone
+	p.snapshot(v)
 	delete(p.slots, v.id)
 	delete(p.pids, v.pid.Id)
 	if s := p.sessions[v.session]; s != nil && v.session != "" {
-		if s.state == pending {
-			p.claimedWarming--
-		}
-		p.failSession(s, fmt.Errorf("%w: %s", messages.ErrNotReady, reason))
-		delete(p.sessions, s.id)
+		p.abandon(ctx, s, fmt.Errorf("%w: %s", messages.ErrNotReady, reason))
 	}
 	p.refill(ctx)
 	p.checkStopped()
-}
-
-func (p *poolActor) checkStopped() {
-	if p.stopping != nil && len(p.slots) == 0 && p.stopping.done != nil {
-		close(p.stopping.done)
-		p.stopping.done = nil
-	}
 }
 
 // refresh reaps expired leases; the refill follows.
@@ -420,7 +779,7 @@ func (p *poolActor) refresh(ctx actor.Context) {
 	now := p.now()
 	var expired []*session
 	for _, s := range p.sessions {
-		if s.state == leased && !now.Before(s.expiresAt) {
+		if s.state == leased && s.writing == opNone && !now.Before(s.expiresAt) {
 			expired = append(expired, s)
 		}
 	}
@@ -432,7 +791,7 @@ func (p *poolActor) refresh(ctx actor.Context) {
 	})
 	for _, s := range expired {
 		p.log.Info("lease expired", "session", s.id, "slot", s.slot)
-		p.endLease(ctx, s, "lease expired")
+		p.startDelete(ctx, s, "lease expired", nil)
 	}
 	p.refill(ctx)
 }
@@ -444,7 +803,7 @@ func (p *poolActor) refill(ctx actor.Context) {
 		return
 	}
 	for p.available() < p.Config.WarmTarget && p.total() < p.Config.MaxInstances {
-		p.spawn(ctx)
+		p.spawn(ctx, nil, false)
 	}
 }
 
@@ -456,10 +815,20 @@ func (p *poolActor) total() int {
 	return p.counts[Warming] + p.counts[Warm] + p.counts[Acquired] + p.counts[Draining]
 }
 
-func (p *poolActor) spawn(ctx actor.Context) *slotView {
+// spawn starts a slot actor: for a new container, or (adopt set) for one
+// from an earlier run, which drainAtOnce stops instead of keeping.
+func (p *poolActor) spawn(ctx actor.Context, adopt *driver.Found, drainAtOnce bool) *slotView {
 	id := p.NewID()
+	if adopt != nil {
+		id = adopt.Slot
+	}
 	spec := driver.Spec{Pool: p.Config.Name, Slot: id, Node: p.Node, Template: p.Config.Template}
-	sa := &slotActor{id: id, spec: spec, drv: p.Driver, clock: p.Clock, root: p.Root, log: p.log.With("slot", id)}
+	sa := &slotActor{id: id, spec: spec, drv: p.Driver, clock: p.Clock, root: p.Root, log: p.log.With("slot", id),
+		drainAtOnce: drainAtOnce, leaving: p.leaving}
+	if adopt != nil {
+		h := adopt.Handle
+		sa.adopt = &h
+	}
 	props := actor.PropsFromProducer(func() actor.Actor { return sa },
 		actor.WithSupervisor(actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.StopDirective })))
 	pid, err := ctx.SpawnNamed(props, id)
@@ -468,12 +837,22 @@ func (p *poolActor) spawn(ctx actor.Context) *slotView {
 		p.log.Error("spawning a slot failed", "slot", id, "err", err)
 		pid = ctx.Spawn(props)
 	}
-	v := &slotView{id: id, pid: pid, state: Warming, since: p.now()}
+	v := &slotView{id: id, pid: pid, state: Warming, since: p.now(), adopted: adopt != nil}
+	if adopt != nil {
+		v.handle = adopt.Handle
+	}
 	p.slots[id] = v
 	p.pids[pid.Id] = id
-	p.started++
 	p.counts[Warming]++
-	p.warmingQ = append(p.warmingQ, v.id)
+	if drainAtOnce {
+		p.move(v, EvDrain)
+	} else {
+		p.warmingQ = append(p.warmingQ, v.id)
+		p.snapshot(v)
+	}
+	if adopt == nil {
+		p.started++
+	}
 	return v
 }
 
@@ -488,7 +867,19 @@ func (p *poolActor) move(v *slotView, ev Event) bool {
 	p.counts[v.state]--
 	p.counts[step.To]++
 	v.state, v.since = step.To, step.At
+	p.snapshot(v)
 	return true
+}
+
+// snapshot queues the slot's current state for the snapshot store.
+func (p *poolActor) snapshot(v *slotView) {
+	if p.snap == nil {
+		return
+	}
+	p.snap.put(SlotSnapshot{
+		Version: SnapshotSchema, Pool: p.Config.Name, Node: p.Node, Slot: v.id, State: v.state.String(),
+		Handle: v.handle, Session: v.session, Since: v.since, UpdatedAt: p.now(),
+	})
 }
 
 func (p *poolActor) popWarm() *slotView {
@@ -506,18 +897,18 @@ func (p *poolActor) popWarming() *slotView {
 	for len(p.warmingQ) > 0 {
 		v := p.slots[p.warmingQ[0]]
 		p.warmingQ = p.warmingQ[1:]
-		if v != nil && v.state == Warming && v.session == "" {
+		if v != nil && v.state == Warming && v.session == "" && !v.adopted {
 			return v
 		}
 	}
 	return nil
 }
 
-func (p *poolActor) lease(s *session, cold bool) messages.Lease {
+func (p *poolActor) lease(s *session) messages.Lease {
 	v := p.slots[s.slot]
 	return messages.Lease{
 		Type: messages.TypeLease, Pool: p.Config.Name, ID: s.id, Slot: s.slot,
-		Endpoint: v.endpoint, Node: p.Node, ExpiresAt: s.expiresAt, Cold: cold,
+		Endpoint: v.handle.Endpoint, Node: p.Node, ExpiresAt: s.expiresAt, Cold: s.cold, Revision: s.revision,
 	}
 }
 
@@ -525,7 +916,8 @@ func (p *poolActor) stats() messages.Stats {
 	st := messages.Stats{
 		Type: messages.TypeStats, Pool: p.Config.Name, Node: p.Node,
 		Warm: p.counts[Warm], Acquired: p.counts[Acquired], Warming: p.counts[Warming], Draining: p.counts[Draining],
-		Total: p.total(), Started: p.started, Died: p.died, StartFailures: p.failures, LastError: p.lastErr, Paused: p.paused, Config: p.Config,
+		Total: p.total(), Started: p.started, Died: p.died, StartFailures: p.failures, LastError: p.lastErr,
+		Paused: p.paused, Config: p.Config,
 	}
 	for _, s := range p.sessions {
 		st.Waiting += len(s.waiters)
@@ -546,7 +938,16 @@ func (p *poolActor) failSession(s *session, err error) {
 
 func (p *poolActor) failWaiters(err error) {
 	for _, id := range sortedKeys(p.sessions) {
-		p.failSession(p.sessions[id], err)
+		s := p.sessions[id]
+		p.failSession(s, err)
+		for _, r := range s.releasers {
+			r(messages.Released{}, err)
+		}
+		s.releasers = nil
+		for _, m := range s.queued {
+			failRequest(m, err)
+		}
+		s.queued = nil
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,14 +24,20 @@ import (
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type rig struct {
-	t     *testing.T
-	clock *clock.Fake
-	drv   *testkit.FakeDriver
-	pool  *actors.Pool
+	t         *testing.T
+	sys       *actor.ActorSystem
+	logger    *slog.Logger
+	cfg       messages.PoolConfig
+	clock     *clock.Fake
+	drv       *testkit.FakeDriver
+	leases    *actors.MemoryLeases
+	snapshots *actors.MemorySnapshots
+	newID     func() string
+	pool      *actors.Pool
 }
 
-// newRig runs one pool on a fake clock and the fake driver. cfg's zero
-// fields take the defaults; the driver is "fake".
+// newRig runs one pool on a fake clock, the fake driver and in-memory
+// stores. cfg's zero fields take the defaults; the driver is "fake".
 func newRig(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testkit.FakePlan) *rig {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(testWriter(), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -46,18 +53,15 @@ func newRig(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testki
 	cfg.Driver = messages.DriverFake
 	seq := 0
 	var mu sync.Mutex
-	pool, err := actors.SpawnPool(sys.Root, actors.PoolOptions{
-		Config: cfg, Node: "n1", Driver: drv, Clock: clk, Logger: logger,
-		NewID: func() string { mu.Lock(); defer mu.Unlock(); seq++; return fmt.Sprintf("slot-%03d", seq) },
-	})
-	if err != nil {
-		t.Fatal(err)
+	r := &rig{t: t, sys: sys, logger: logger, cfg: cfg, clock: clk, drv: drv,
+		leases: actors.NewMemoryLeases(), snapshots: actors.NewMemorySnapshots(),
+		newID: func() string { mu.Lock(); defer mu.Unlock(); seq++; return fmt.Sprintf("slot-%03d", seq) },
 	}
-	r := &rig{t: t, clock: clk, drv: drv, pool: pool}
+	r.pool = r.spawn(nil)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := pool.Stop(ctx); err != nil {
+		if err := r.pool.Stop(ctx, actors.ExitStop); err != nil {
 			t.Errorf("stop: %v", err)
 		}
 		if n := drv.Live(); n != 0 {
@@ -66,6 +70,42 @@ func newRig(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testki
 		sys.Shutdown()
 	})
 	return r
+}
+
+func (r *rig) options() actors.PoolOptions {
+	return actors.PoolOptions{
+		Config: r.cfg, Node: "n1", Driver: r.drv, Clock: r.clock, Logger: r.logger, NewID: r.newID,
+		Leases: r.leases, Snapshots: r.snapshots,
+	}
+}
+
+func (r *rig) spawn(rec *actors.Recovery) *actors.Pool {
+	r.t.Helper()
+	o := r.options()
+	o.Recovery = rec
+	pool, err := actors.SpawnPool(r.sys.Root, o)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return pool
+}
+
+// restart stops the pool as a node exit would and starts it again from
+// what the stores and the driver hold; between the two, down runs (the node
+// is down: time passes, containers die).
+func (r *rig) restart(onExit actors.OnExit, down func()) {
+	r.t.Helper()
+	if err := r.pool.Stop(r.ctx(), onExit); err != nil {
+		r.t.Fatal(err)
+	}
+	if down != nil {
+		down()
+	}
+	rec, err := actors.LoadRecovery(r.ctx(), r.options())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.pool = r.spawn(&rec)
 }
 
 func (r *rig) ctx() context.Context {
@@ -441,7 +481,7 @@ func TestStopFailsWaitersAndLaterRequests(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { _, err := r.pool.Acquire(r.ctx(), "a"); errc <- err }()
 	r.waitStats(0, 0, 1, 0)
-	if err := r.pool.Stop(r.ctx()); err != nil {
+	if err := r.pool.Stop(r.ctx(), actors.ExitStop); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; !errors.Is(err, messages.ErrNotReady) {
@@ -460,4 +500,162 @@ func testWriter() io.Writer {
 		return os.Stderr
 	}
 	return io.Discard
+}
+
+func TestRestartLeavingContainersRestoresLeases(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1, AcquireTimeout: messages.Duration(time.Minute)}, nil)
+	r.waitStats(1, 0, 0, 0)
+	a, b := r.acquire("a"), r.acquire("b")
+	r.waitStats(1, 2, 0, 0)
+	if a.Revision == 0 || b.Revision == 0 {
+		t.Fatalf("leases without a revision: %+v %+v", a, b)
+	}
+	started := r.drv.Started()
+
+	r.restart(actors.ExitLeave, nil)
+	r.waitStats(1, 2, 0, 0)
+	if got := r.drv.Started(); got != started {
+		t.Fatalf("the restart started %d containers; want it to adopt all", got-started)
+	}
+	for _, want := range []messages.Lease{a, b} {
+		l := r.acquire(want.ID)
+		if l.Slot != want.Slot || l.Endpoint != want.Endpoint || l.Cold {
+			t.Fatalf("after restart %s got %+v; want slot %s", want.ID, l, want.Slot)
+		}
+		if l.Revision <= want.Revision {
+			t.Fatalf("re-acquire did not write the lease: revision %d after %d", l.Revision, want.Revision)
+		}
+	}
+	if c := r.acquire("c"); c.Slot == a.Slot || c.Slot == b.Slot || c.Cold {
+		t.Fatalf("a new session got %+v", c)
+	}
+}
+
+func TestRestartEndsExpiredAndOrphanedLeasesAndStopsOrphans(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1, AcquireTimeout: messages.Duration(time.Minute),
+		OnRelease: messages.OnReleaseReplace}, nil)
+	r.waitStats(1, 0, 0, 0)
+	r.clock.Advance(30 * time.Second)
+	r.acquire("old")          // expires at 90s
+	dead := r.acquire("dead") // its container dies while the node is down
+	r.clock.Advance(30 * time.Second)
+	keep := r.acquire("keep") // expires at 120s
+	r.waitStats(1, 3, 0, 0)
+
+	r.restart(actors.ExitLeave, func() {
+		r.clock.Advance(40 * time.Second) // now 100s: old has expired, keep has not
+		r.drv.Kill(dead.Slot)
+		// A container this node started but never recorded (the node died
+		// between start and snapshot): recovery must stop it.
+		if _, err := r.drv.Start(r.ctx(), driver.Spec{Pool: "test", Slot: "stray", Node: "n1"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		st := r.stats()
+		if st.Acquired != 1 || st.Draining != 0 || st.Warming != 0 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		for _, s := range r.drv.LiveSlots() {
+			if s == "stray" || s == dead.Slot {
+				return fmt.Errorf("container %s still runs", s)
+			}
+		}
+		return nil
+	})
+	leases, _ := r.leases.List(r.ctx(), "test")
+	if len(leases) != 1 || leases[0].Record.ID != "keep" {
+		t.Fatalf("stored leases after recovery: %+v; want only keep", leases)
+	}
+	if l := r.acquire("keep"); l.Slot != keep.Slot {
+		t.Fatal("keep lost its container")
+	}
+	for _, id := range []string{"old", "dead"} {
+		if _, err := r.pool.Renew(r.ctx(), id); !errors.Is(err, messages.ErrUnknownLease) {
+			t.Fatalf("renew %s after recovery: %v; want ErrUnknownLease", id, err)
+		}
+	}
+	if l := r.acquire("dead"); l.Slot == dead.Slot {
+		t.Fatal("dead got its dead container back")
+	}
+	// The snapshots name exactly the slots that run.
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		snaps, _ := r.snapshots.List(r.ctx(), "test", "n1")
+		var names []string
+		for _, s := range snaps {
+			names = append(names, s.Slot)
+		}
+		if live := r.drv.LiveSlots(); fmt.Sprint(names) != fmt.Sprint(live) {
+			return fmt.Errorf("snapshots %v; live containers %v", names, live)
+		}
+		return nil
+	})
+}
+
+func TestRestartStoppingContainersEndsLeases(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1}, nil)
+	r.waitStats(1, 0, 0, 0)
+	a := r.acquire("a")
+	r.restart(actors.ExitStop, func() {
+		if n := r.drv.Live(); n != 0 {
+			t.Fatalf("%d containers run after a stop with ExitStop", n)
+		}
+	})
+	r.waitStats(1, 0, 0, 0)
+	if leases, _ := r.leases.List(r.ctx(), "test"); len(leases) != 0 {
+		t.Fatalf("leases left after ExitStop: %+v", leases)
+	}
+	if l := r.acquire("a"); l.Slot == a.Slot {
+		t.Fatal("a stopped container came back")
+	}
+}
+
+func TestStaleWriterLosesTheLease(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1}, nil)
+	r.waitStats(1, 0, 0, 0)
+	a := r.acquire("a")
+	// Another writer takes a's lease over (a newer revision).
+	r.leases.Overwrite(actors.LeaseRecord{Pool: "test", ID: "a", Slot: "elsewhere", Node: "n2", ExpiresAt: epoch.Add(time.Hour)})
+	if _, err := r.pool.Renew(r.ctx(), "a"); !errors.Is(err, messages.ErrUnknownLease) {
+		t.Fatalf("renew by the stale writer: %v; want ErrUnknownLease", err)
+	}
+	// The loser never hands the container out again: it is drained.
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		for _, s := range r.drv.LiveSlots() {
+			if s == a.Slot {
+				return fmt.Errorf("the lost container %s still runs", s)
+			}
+		}
+		return nil
+	})
+	// A create that finds the key taken fails and keeps the container.
+	r.waitStats(1, 0, 0, 0)
+	r.leases.Overwrite(actors.LeaseRecord{Pool: "test", ID: "b", Slot: "elsewhere", Node: "n2", ExpiresAt: epoch.Add(time.Hour)})
+	if _, err := r.pool.Acquire(r.ctx(), "b"); !errors.Is(err, messages.ErrNotReady) {
+		t.Fatalf("acquire of an id held by another writer: %v; want ErrNotReady", err)
+	}
+	r.waitStats(2, 0, 0, 0) // back to warm, beside the refill the acquire started
+}
+
+func TestLeaseStoreFailureLosesNothing(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1}, nil)
+	r.waitStats(1, 0, 0, 0)
+	r.leases.FailWith(func(op string, _ actors.LeaseRecord) error { return errors.New("disk full") })
+	if _, err := r.pool.Acquire(r.ctx(), "a"); !errors.Is(err, messages.ErrNotReady) || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("acquire while the store fails: %v", err)
+	}
+	r.waitStats(2, 0, 0, 0) // back to warm, beside the refill the acquire started
+	r.leases.FailWith(nil)
+	a := r.acquire("a")
+	r.leases.FailWith(func(op string, _ actors.LeaseRecord) error { return errors.New("disk full") })
+	if _, err := r.pool.Release(r.ctx(), "a"); !errors.Is(err, messages.ErrNotReady) {
+		t.Fatalf("release while the store fails: %v", err)
+	}
+	r.leases.FailWith(nil)
+	if l := r.acquire("a"); l.Slot != a.Slot {
+		t.Fatal("a failed release lost the lease")
+	}
+	if _, err := r.pool.Release(r.ctx(), "a"); err != nil {
+		t.Fatal(err)
+	}
 }

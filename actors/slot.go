@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -51,6 +52,14 @@ type slotActor struct {
 	log    *slog.Logger
 	parent *actor.PID
 
+	// adopt, when set, is a container from an earlier run to take over
+	// instead of starting one; drainAtOnce stops it instead of keeping it.
+	adopt       *driver.Handle
+	drainAtOnce bool
+	// leaving is the pool's flag: set, the node exits and the container
+	// must keep running for the next start to adopt.
+	leaving *atomic.Bool
+
 	state      State
 	handle     driver.Handle
 	hasHandle  bool
@@ -65,6 +74,11 @@ func (s *slotActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		s.parent = ctx.Parent()
 		s.state = Warming
+		if s.drainAtOnce {
+			// An orphan from an earlier run: adopt it only to stop it. No
+			// effect runs here: the stop follows containerStarted.
+			s.state = Draining
+		}
 		s.begin(ctx.Self())
 	case slotAcquire:
 		s.apply(ctx, EvAcquire, "")
@@ -113,15 +127,25 @@ func (s *slotActor) begin(self *actor.PID) {
 	s.readyTimer = s.clock.AfterFunc(timeout, func() {
 		readyCancel(fmt.Errorf("not ready within %s (startTimeout)", timeout))
 	})
-	drv, spec, root := s.drv, s.spec, s.root
+	drv, spec, root, adopt, drainAtOnce := s.drv, s.spec, s.root, s.adopt, s.drainAtOnce
 	go func() {
 		defer readyCancel(nil)
-		h, err := drv.Start(readyCtx, spec)
+		var h driver.Handle
+		var err error
+		if adopt != nil {
+			h = *adopt
+			err = drv.Adopt(readyCtx, h)
+		} else {
+			h, err = drv.Start(readyCtx, spec)
+		}
 		if err != nil {
 			root.Send(self, containerFailed{err: causeOf(readyCtx, err)})
 			return
 		}
 		root.Send(self, containerStarted{handle: h})
+		if drainAtOnce {
+			return
+		}
 		go func() {
 			exit, err := drv.Wait(ctx, h)
 			if err == nil {
@@ -209,6 +233,9 @@ func (s *slotActor) teardown() {
 	}
 	if s.readyTimer != nil {
 		s.readyTimer.Stop()
+	}
+	if s.leaving != nil && s.leaving.Load() && s.state != Draining {
+		return // the node exits and leaves the container for its next start
 	}
 	if s.hasHandle && !s.stopping {
 		drv, h, grace := s.drv, s.handle, s.spec.Template.StopGrace.D()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/warmpool/warmpool/actors"
 	"github.com/warmpool/warmpool/client"
 	"github.com/warmpool/warmpool/cluster"
 	"github.com/warmpool/warmpool/messages"
@@ -31,7 +32,7 @@ func exampleNode(warmTarget, maxInstances int) (nc *nats.Conn, stop func()) {
 	web.WarmTarget, web.MaxInstances = warmTarget, maxInstances
 	node, err := cluster.Start(context.Background(), cluster.Options{
 		DataDir: dir, NATSListen: "127.0.0.1:-1", Pools: []messages.PoolConfig{web},
-		Logger: slog.New(slog.DiscardHandler),
+		Logger: slog.New(slog.DiscardHandler), OnExit: actors.ExitStop,
 	})
 	if err != nil {
 		panic(err)

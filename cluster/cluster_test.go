@@ -77,7 +77,7 @@ func warmIs(n int) func(messages.Stats) error {
 }
 
 func TestAcquireStickyReleaseOverNATS(t *testing.T) {
-	_, nc := testkit.StartNode(t, testkit.DemoPool("web", 200*time.Millisecond))
+	node, nc := testkit.StartNode(t, testkit.DemoPool("web", 200*time.Millisecond))
 	p := client.New(nc).Pool("web")
 	waitStats(t, p, warmIs(1))
 
@@ -85,7 +85,7 @@ func TestAcquireStickyReleaseOverNATS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.Cold || l.Pool != "web" || l.ID != "alice" || l.Node != "test-node" || !strings.HasPrefix(l.Endpoint, "http://127.0.0.1:") {
+	if l.Cold || l.Pool != "web" || l.ID != "alice" || l.Node != node.ID() || !strings.HasPrefix(l.Endpoint, "http://127.0.0.1:") {
 		t.Fatalf("lease = %+v", l)
 	}
 	waitStats(t, p, func(st messages.Stats) error {

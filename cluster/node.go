@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/warmpool/warmpool/actors"
@@ -53,6 +54,18 @@ type Options struct {
 	Drivers map[string]driver.Driver `json:"-"`
 	// Clock for the pools; default the wall clock.
 	Clock clock.Clock `json:"-"`
+	// OnExit says what Shutdown does with the containers: actors.ExitLeave
+	// (default) keeps warm and acquired ones running, with their leases, for
+	// the next start on the same data dir to adopt; actors.ExitStop stops
+	// them all and ends every lease.
+	OnExit actors.OnExit `json:"on_exit"`
+	// SyncPeriodic turns off the embedded server's fsync of every write
+	// (sync_interval: always, the default), leaving the server's periodic
+	// sync: faster writes, but a machine crash may lose acknowledged leases.
+	SyncPeriodic bool `json:"sync_periodic"`
+	// Replicas of the lease and snapshot buckets; default 1 (R3 on a
+	// three-server NATS cluster).
+	Replicas int `json:"replicas"`
 }
 
 // Node is a running warmpool node.
@@ -82,6 +95,13 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real()
+	}
+	switch o.OnExit {
+	case "":
+		o.OnExit = actors.ExitLeave
+	case actors.ExitLeave, actors.ExitStop:
+	default:
+		return nil, fmt.Errorf("%w: on-exit %q must be %q or %q", messages.ErrConfigValidation, o.OnExit, actors.ExitLeave, actors.ExitStop)
 	}
 	if len(o.Pools) == 0 {
 		return nil, fmt.Errorf("%w: no pool configured", messages.ErrConfigValidation)
@@ -131,15 +151,33 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return nil, err
 	}
 
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	leases, snapshots, err := OpenStores(ctx, js, StoreOptions{Replicas: o.Replicas})
+	if err != nil {
+		return nil, err
+	}
+
 	logger := n.log
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return logger.With("component", "actor")
 	}))
 	for i, p := range o.Pools {
-		pool, err := actors.SpawnPool(n.system.Root, actors.PoolOptions{
+		po := actors.PoolOptions{
 			Config: p, Node: o.NodeID, Driver: drivers[p.Driver], Clock: o.Clock,
 			Logger: o.Logger, Seed: uint64(time.Now().UnixNano()) + uint64(i),
-		})
+			Leases: leases, Snapshots: snapshots,
+		}
+		// Recovery reads what the last run left: leases, snapshots, and the
+		// containers that still run for this node.
+		rec, err := actors.LoadRecovery(ctx, po)
+		if err != nil {
+			return nil, err
+		}
+		po.Recovery = &rec
+		pool, err := actors.SpawnPool(n.system.Root, po)
 		if err != nil {
 			return nil, err
 		}
@@ -181,6 +219,9 @@ func (n *Node) connect(ctx context.Context) error {
 		StoreDir:   filepath.Join(o.DataDir, "jetstream"),
 		NoSigs:     true,
 		NoLog:      true,
+		// Every lease write is fsynced before it is acknowledged: a lease
+		// the node replied with survives a machine crash.
+		SyncAlways: !o.SyncPeriodic,
 	})
 	if err != nil {
 		return fmt.Errorf("embedded NATS server: %w", err)
@@ -223,10 +264,11 @@ func (n *Node) PoolNames() []string {
 	return names
 }
 
-// Shutdown stops the node in order: stop taking requests, stop the pools
-// (which stops their containers; waiting acquires fail as not ready), drain
-// the NATS connection, stop the embedded server. ctx bounds the wait; what
-// is left when it ends is killed.
+// Shutdown stops the node in order: stop taking requests; stop the pools
+// (acquires waiting for a container fail as not ready, lease writes in
+// flight land, final snapshots are written, and containers are left running
+// or stopped as OnExit says); drain the NATS connection; stop the embedded
+// server. ctx bounds the wait.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var errs []error
 	if n.svc != nil {
@@ -236,12 +278,14 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	for _, name := range n.PoolNames() {
 		if p := n.pools[name]; p != nil {
-			if err := p.Stop(ctx); err != nil {
+			if err := p.Stop(ctx, n.opts.OnExit); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	if n.process != nil {
+	if n.process != nil && n.opts.OnExit == actors.ExitLeave {
+		n.process.Detach()
+	} else if n.process != nil {
 		kctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := n.process.Close(kctx); err != nil {
 			errs = append(errs, fmt.Errorf("stopping processes: %w", err))

@@ -21,6 +21,11 @@ var ErrUnknownContainer = errors.New("unknown container")
 // ErrExited is wrapped by Ready when the container exits before it is ready.
 var ErrExited = errors.New("container exited")
 
+// ErrNotSame is returned by Adopt when the container at a handle's id is not
+// the one the handle describes (it exited and the id was reused, or it
+// belongs to another slot).
+var ErrNotSame = errors.New("not the same container")
+
 // Spec is what a driver needs to start one container.
 type Spec struct {
 	Pool     string
@@ -37,9 +42,20 @@ type Handle struct {
 	// Endpoint is the container's base URL, e.g. http://127.0.0.1:41234.
 	Endpoint string `json:"endpoint"`
 	// PID and Port are set by drivers that run local processes.
-	PID       int       `json:"pid,omitempty"`
-	Port      int       `json:"port,omitempty"`
+	PID  int `json:"pid,omitempty"`
+	Port int `json:"port,omitempty"`
+	// StartID tells this container from a later one that got the same ID
+	// (a reused pid): the process start time, say. Adopt checks it.
+	StartID   string    `json:"start_id,omitempty"`
 	StartedAt time.Time `json:"started_at"`
+}
+
+// Found is a container a driver found running for a node.
+type Found struct {
+	Handle Handle `json:"handle"`
+	Pool   string `json:"pool"`
+	Slot   string `json:"slot"`
+	Node   string `json:"node"`
 }
 
 // Exit says how a container ended.
@@ -66,4 +82,13 @@ type Driver interface {
 	// it is gone and its resources are released. Stopping a container that
 	// already exited is not an error.
 	Stop(ctx context.Context, h Handle, grace time.Duration) error
+
+	// List returns the containers that run for node, whether this driver
+	// started them or an earlier run of the node did (one that crashed or
+	// left them running on exit). The node reconciles them on start.
+	List(ctx context.Context, node string) ([]Found, error)
+	// Adopt takes over a container from an earlier run so that Ready, Wait
+	// and Stop work on it. It verifies that h still names the same container
+	// (ErrNotSame, or ErrUnknownContainer when it is gone).
+	Adopt(ctx context.Context, h Handle) error
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,7 +72,7 @@ func (d *FakeDriver) Start(ctx context.Context, spec driver.Spec) (driver.Handle
 	id := fmt.Sprintf("fake-%d", d.seq)
 	c := &fakeContainer{
 		spec:   spec,
-		handle: driver.Handle{ID: id, Endpoint: "http://fake.invalid/" + id, StartedAt: d.clock.Now()},
+		handle: driver.Handle{ID: id, Endpoint: "http://fake.invalid/" + id, StartID: fmt.Sprint(d.seq), StartedAt: d.clock.Now()},
 		ready:  make(chan struct{}),
 		exited: make(chan struct{}),
 	}
@@ -151,6 +152,42 @@ func (d *FakeDriver) Stop(ctx context.Context, h driver.Handle, grace time.Durat
 	return nil
 }
 
+// List implements driver.Driver: the live containers of node.
+func (d *FakeDriver) List(ctx context.Context, node string) ([]driver.Found, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []driver.Found
+	for _, c := range d.live {
+		select {
+		case <-c.exited:
+			continue
+		default:
+		}
+		if c.spec.Node == node {
+			out = append(out, driver.Found{Handle: c.handle, Pool: c.spec.Pool, Slot: c.spec.Slot, Node: node})
+		}
+	}
+	slices.SortFunc(out, func(a, b driver.Found) int { return strings.Compare(a.Slot, b.Slot) })
+	return out, nil
+}
+
+// Adopt implements driver.Driver: a live container with the same StartID.
+func (d *FakeDriver) Adopt(ctx context.Context, h driver.Handle) error {
+	c, err := d.get(h)
+	if err != nil {
+		return err
+	}
+	if c.handle.StartID != h.StartID {
+		return fmt.Errorf("%w: %s", driver.ErrNotSame, h.ID)
+	}
+	select {
+	case <-c.exited:
+		return fmt.Errorf("%w: %s exited", driver.ErrUnknownContainer, h.ID)
+	default:
+		return nil
+	}
+}
+
 // Kill makes the container of slot exit, as a crash would; false if the slot
 // has no live container.
 func (d *FakeDriver) Kill(slot string) bool {
@@ -186,12 +223,9 @@ func (d *FakeDriver) closeExit(c *fakeContainer, e driver.Exit) {
 	}
 }
 
-// Live counts containers started and not yet stopped (a crashed container
-// counts until the slot cleans it up, as a real one would).
+// Live counts the containers that run: started, not stopped, not exited.
 func (d *FakeDriver) Live() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.live)
+	return len(d.LiveSlots())
 }
 
 // Started counts every successful Start.
@@ -207,7 +241,11 @@ func (d *FakeDriver) LiveSlots() []string {
 	defer d.mu.Unlock()
 	var s []string
 	for _, c := range d.live {
-		s = append(s, c.spec.Slot)
+		select {
+		case <-c.exited:
+		default:
+			s = append(s, c.spec.Slot)
+		}
 	}
 	slices.Sort(s)
 	return s

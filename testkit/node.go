@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	"github.com/warmpool/warmpool/actors"
 	"github.com/warmpool/warmpool/cluster"
 	"github.com/warmpool/warmpool/demoapp"
 	"github.com/warmpool/warmpool/messages"
@@ -62,16 +64,20 @@ func DemoPool(name string, startupDelay time.Duration) messages.PoolConfig {
 }
 
 // StartNode starts a node with the embedded NATS server on a free port and a
-// fresh data dir, and a client connection to it. Cleanup shuts both down and
+// fresh data dir, and a client connection to it. The node stops its
+// containers when it shuts down (OnExit stop). Cleanup shuts both down and
 // fails the test if a child process of the test is left behind.
 func StartNode(t testing.TB, pools ...messages.PoolConfig) (*cluster.Node, *nats.Conn) {
 	t.Helper()
 	node, err := cluster.Start(context.Background(), cluster.Options{
-		NodeID:     "test-node",
+		// Unique: a node adopts or stops every process that carries its id,
+		// and other tests' nodes may run on this machine at the same time.
+		NodeID:     "test-" + uuid.NewString()[:8],
 		DataDir:    t.TempDir(),
 		NATSListen: "127.0.0.1:-1",
 		Pools:      pools,
 		Logger:     Logger(t),
+		OnExit:     actors.ExitStop,
 	})
 	if err != nil {
 		t.Fatalf("starting a node: %v", err)

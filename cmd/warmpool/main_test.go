@@ -25,7 +25,9 @@ import (
 // TestMain lets the test binary be the demo app: serve's default pool runs
 // os.Executable() demo-app, which under go test is this binary.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "demo-app" {
+	// The test binary stands in for the warmpool binary: as a pool's demo
+	// container, and as a node process that a test can SIGKILL.
+	if len(os.Args) > 1 && (os.Args[1] == "demo-app" || os.Args[1] == "serve") {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 	}
 	os.Exit(m.Run())
@@ -420,7 +422,7 @@ func TestServeEndToEnd(t *testing.T) {
 	var serveErr syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run([]string{"serve", "--data-dir", t.TempDir(), "--nats-listen", listen, "--log-level", "debug"},
+		done <- run([]string{"serve", "--data-dir", t.TempDir(), "--nats-listen", listen, "--log-level", "debug", "--on-exit", "stop"},
 			&bytes.Buffer{}, &serveErr, func(string) string { return "" })
 	}()
 	stopped := false

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/warmpool/warmpool/actors"
 	"github.com/warmpool/warmpool/cluster"
 	"github.com/warmpool/warmpool/config"
 )
@@ -26,6 +27,8 @@ func (c *cli) serve(args []string) int {
 	natsURL := fs.String("nats-url", "", "join this NATS server instead of embedding one")
 	natsListen := fs.String("nats-listen", cluster.DefaultNATSListen, "HOST:PORT the embedded NATS server listens on (port -1: any free port)")
 	nodeID := fs.String("node-id", "", "this node's id, unique in the cluster (default: the id kept in the data dir, made on first start)")
+	onExit := fs.String("on-exit", string(actors.ExitLeave), "what to do with the containers on exit: leave (running, with their leases, for the next start to adopt) or stop")
+	syncMode := fs.String("sync", "always", "embedded NATS fsync: always (every lease write survives a machine crash) or periodic (faster; may lose recent writes on a crash)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if _, code, ok := c.parse(fs, args, 0, 0); !ok {
@@ -34,6 +37,12 @@ func (c *cli) serve(args []string) int {
 	logger, err := newLogger(c.stderr, *logLevel, *logFormat)
 	if err != nil {
 		return c.usageError(fs, err.Error())
+	}
+	if *onExit != string(actors.ExitLeave) && *onExit != string(actors.ExitStop) {
+		return c.usageError(fs, fmt.Sprintf("--on-exit %q must be leave or stop", *onExit))
+	}
+	if *syncMode != "always" && *syncMode != "periodic" {
+		return c.usageError(fs, fmt.Sprintf("--sync %q must be always or periodic", *syncMode))
 	}
 
 	var file config.File
@@ -52,12 +61,14 @@ func (c *cli) serve(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	node, err := cluster.Start(ctx, cluster.Options{
-		NodeID:     *nodeID,
-		DataDir:    *dataDir,
-		NATSURL:    *natsURL,
-		NATSListen: *natsListen,
-		Pools:      file.Pools,
-		Logger:     logger,
+		NodeID:       *nodeID,
+		DataDir:      *dataDir,
+		NATSURL:      *natsURL,
+		NATSListen:   *natsListen,
+		Pools:        file.Pools,
+		Logger:       logger,
+		OnExit:       actors.OnExit(*onExit),
+		SyncPeriodic: *syncMode == "periodic",
 	})
 	if err != nil {
 		return c.fail(fmt.Errorf("start the node: %w", err))

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -10,9 +11,13 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warmpool/warmpool/driver"
+	"github.com/warmpool/warmpool/messages"
 )
 
 // The test binary doubles as the containers the tests start: with
@@ -33,6 +38,10 @@ const (
 	envHealthyAfter = "HELPER_HEALTHY_AFTER" // /healthz answers 503 until then
 	envPIDFile      = "HELPER_PID_FILE"      // where "grandchild" writes the grandchild's pid
 	envThen         = "HELPER_THEN"          // "exit": "grandchild" exits once it has spawned
+	envOwnGroup     = "HELPER_OWN_GROUP"     // "1": "grandchild" puts the grandchild in a group of its own
+	envNodeName     = "HELPER_NODE"          // the node name "node" starts its container for
+	envChildMode    = "HELPER_CHILD_MODE"    // the helper mode of the container "node" starts
+	envHandleFile   = "HELPER_HANDLE_FILE"   // where "node" writes the container's handle as JSON
 )
 
 // Helper modes.
@@ -43,7 +52,12 @@ const (
 	modeGrandchild = "grandchild"  // spawn a SIGTERM-ignoring grandchild, then serve or exit
 	modeSleep      = "sleep"       // the grandchild: ignore SIGTERM and sleep
 	modeFlood      = "flood"       // write megabytes of output, then serve
+	modeChatty     = "chatty"      // serve, and write a line to stdout and stderr every few ms
+	modeNode       = "node"        // a node: start a container with a Driver, then wait to be killed
 )
+
+// ticks counts the lines a chatty helper wrote; GET /ticks answers it.
+var ticks atomic.Int64
 
 // helperLifetime bounds every helper, so that a failing test cannot leave one
 // behind for long.
@@ -68,6 +82,9 @@ func runHelper(mode string) {
 		}
 		c := exec.Command(exe)
 		c.Env = append(os.Environ(), envHelper+"="+modeSleep)
+		if os.Getenv(envOwnGroup) == "1" {
+			c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		}
 		// The grandchild inherits the output pipe, as real ones do.
 		c.Stdout, c.Stderr = os.Stdout, os.Stderr
 		if err := c.Start(); err != nil {
@@ -91,6 +108,20 @@ func runHelper(mode string) {
 		// A last line without a newline, as from a crash.
 		os.Stdout.WriteString(strings.Repeat("y", 5000))
 		serve()
+	case modeChatty:
+		go func() {
+			for i := 0; ; i++ {
+				// With its output a pipe whose reader died, the first of
+				// these would kill the helper with SIGPIPE.
+				fmt.Printf("tick %d\n", i)
+				fmt.Fprintf(os.Stderr, "tick %d on stderr\n", i)
+				ticks.Add(1)
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+		serve()
+	case modeNode:
+		runNode()
 	default:
 		fail(fmt.Errorf("unknown helper mode %q", mode))
 	}
@@ -120,11 +151,52 @@ func serve() {
 			"PORT":          os.Getenv("PORT"),
 			"WARMPOOL_SLOT": os.Getenv("WARMPOOL_SLOT"),
 			"WARMPOOL_POOL": os.Getenv("WARMPOOL_POOL"),
+			"WARMPOOL_NODE": os.Getenv("WARMPOOL_NODE"),
 			"HELPER_EXTRA":  os.Getenv("HELPER_EXTRA"),
 			"PID":           strconv.Itoa(os.Getpid()),
 		})
 	})
+	mux.HandleFunc("GET /ticks", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, ticks.Load())
+	})
 	fail(http.Serve(l, mux))
+}
+
+// runNode plays a warmpool node: it starts one container for the node named
+// in $HELPER_NODE, writes its handle to $HELPER_HANDLE_FILE, and waits for
+// the test to kill it.
+func runNode() {
+	exe, err := os.Executable()
+	if err != nil {
+		fail(err)
+	}
+	d := New(nil)
+	hd, err := d.Start(context.Background(), driver.Spec{
+		Pool: "orphans",
+		Slot: "orphans-1",
+		Node: os.Getenv(envNodeName),
+		Template: messages.Template{
+			Driver:  messages.DriverProcess,
+			Command: []string{exe},
+			Env:     map[string]string{envHelper: os.Getenv(envChildMode), "GORACE": "atexit_sleep_ms=0"},
+		},
+	})
+	if err != nil {
+		fail(err)
+	}
+	b, err := json.Marshal(hd)
+	if err != nil {
+		fail(err)
+	}
+	// Renamed into place, so the test never reads half a file.
+	path := os.Getenv(envHandleFile)
+	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+		fail(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		fail(err)
+	}
+	time.Sleep(helperLifetime)
 }
 
 func duration(key string) time.Duration {

@@ -31,10 +31,9 @@ const (
 	// probeTimeout bounds one probe, so a container that accepts and then
 	// hangs does not stall Ready past its context for long.
 	probeTimeout = 500 * time.Millisecond
-	// outputDrain is how long, after the leader exits, the driver waits for
-	// the end of its output. A process that escaped the group may hold the
-	// pipe open for ever; its last lines are not worth more than this.
-	outputDrain = 250 * time.Millisecond
+	// adoptedPoll is how often the exit of an adopted process is checked
+	// where no pidfd tells it (Linux before 5.3, or a seccomp filter).
+	adoptedPoll = 100 * time.Millisecond
 	// killWait bounds the wait for an exit after SIGKILL. Only a process stuck
 	// in the kernel takes longer; Stop then reports it rather than hang.
 	killWait = 5 * time.Second
@@ -43,12 +42,16 @@ const (
 	portTries = 10
 )
 
-// ErrClosed is returned by Start once Close has been called: the node is
-// shutting down and a new process would outlive the cleanup.
+// ErrClosed is returned by Start and Adopt once Close or Detach has been
+// called: the node is shutting down and a new process would outlive the
+// cleanup. Ready, Wait and Stop calls in flight when Detach forgets their
+// process return it too.
 var ErrClosed = errors.New("process driver is closed")
 
 // Driver runs containers as local processes. It implements driver.Driver and
-// is safe for concurrent use. Create it with New and Close it on shutdown.
+// is safe for concurrent use. Create it with New, and on shutdown either
+// Close it (stop every process) or Detach it (leave them running for the
+// next run of the node to List and Adopt).
 //
 // A process that exits by itself stays tracked, so that Wait and Ready can
 // still say how it ended, until Stop forgets it.
@@ -56,15 +59,21 @@ type Driver struct {
 	log  *slog.Logger
 	http *http.Client
 
-	mu     sync.Mutex
-	procs  map[string]*proc // by Handle.ID
-	ports  map[int]bool     // given to a tracked or starting process
-	closed bool
+	mu       sync.Mutex
+	procs    map[string]*proc // by Handle.ID
+	ports    map[int]int      // how many tracked or starting processes have the port
+	closed   bool
+	detached chan struct{}  // closed by Detach
+	bg       sync.WaitGroup // goroutines Detach waits for; Add only while !closed
+
+	// noPidfd makes Adopt watch by polling, as where pidfds are missing.
+	// Tests set it before the first Adopt.
+	noPidfd bool
 }
 
 var _ driver.Driver = (*Driver)(nil)
 
-// proc is one process the driver started.
+// proc is one process the driver started or adopted.
 type proc struct {
 	id        string
 	pid       int
@@ -72,12 +81,23 @@ type proc struct {
 	addr      string // host:port for the TCP probe
 	readyURL  string // empty for the TCP probe
 	log       *slog.Logger
-	out       *tail
-	done      chan struct{} // closed once the leader is reaped and exit is set
+	out       *output
+	done      chan struct{} // closed once the leader has exited and exit is set
 	exit      driver.Exit   // written before done is closed, read after
-	mu        sync.Mutex
-	unsignal  bool // the leader is about to be reaped: its pid may be reused
+	startID   string        // Handle.StartID; may be empty for a started one
 	startedAt time.Time
+
+	// adopted is set for a process an earlier run of the node started. It
+	// is not our child, so its exit is watched through pidfd (nil where
+	// there is none), and before a signal its pid is checked to still be it.
+	adopted bool
+	pidfd   *os.File
+
+	mu sync.Mutex
+	// unsignal is set once the leader has exited (its pid may be reused),
+	// or the driver detached from an adopted process: no signal is sent to
+	// the group any more. It guards the use of pidfd, and its close.
+	unsignal bool
 }
 
 // New returns a driver that logs to logger (nothing when nil).
@@ -98,14 +118,17 @@ func New(logger *slog.Logger) *Driver {
 			// Readiness means this path answers 2xx itself.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		procs: make(map[string]*proc),
-		ports: make(map[int]bool),
+		procs:    make(map[string]*proc),
+		ports:    make(map[int]int),
+		detached: make(chan struct{}),
 	}
 }
 
 // Start runs spec.Template.Command in its own process group with the parent's
-// environment, spec.Template.Env, and PORT, WARMPOOL_SLOT and WARMPOOL_POOL.
-// It returns once the process runs; use Ready to wait for it to answer.
+// environment, spec.Template.Env, and PORT, WARMPOOL_SLOT, WARMPOOL_POOL and
+// WARMPOOL_NODE. It returns once the process runs; use Ready to wait for it
+// to answer. On Linux the handle's StartID is the process's start time from
+// /proc, for Adopt by a later run of the node.
 func (d *Driver) Start(ctx context.Context, spec driver.Spec) (driver.Handle, error) {
 	if err := ctx.Err(); err != nil {
 		return driver.Handle{}, err
@@ -140,22 +163,19 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) (driver.Handle, er
 		return driver.Handle{}, err
 	}
 
-	// One pipe for stdout and stderr, read by our own goroutine: handing
-	// exec an io.Writer instead would make cmd.Wait wait for every
-	// grandchild that inherited the pipe.
-	r, w, err := os.Pipe()
+	out, w, err := newOutput()
 	if err != nil {
-		return driver.Handle{}, fmt.Errorf("process: output pipe for %q: %w", name, err)
+		return driver.Handle{}, err
 	}
 	cmd := exec.Command(name, t.Command[1:]...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = sysProcAttr()
 	err = cmd.Start()
-	// The child has its own copy; ours would keep the pipe open after it exits.
+	// The child has its own descriptor; the driver only reads through out.
 	_ = w.Close()
 	if err != nil {
-		_ = r.Close()
+		out.close()
 		return driver.Handle{}, fmt.Errorf("process: cannot start command %q: %w", name, err)
 	}
 	started = true
@@ -168,32 +188,28 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) (driver.Handle, er
 		addr:      "127.0.0.1:" + strconv.Itoa(port),
 		readyURL:  readyURL,
 		log:       d.log.With("pool", spec.Pool, "slot", spec.Slot, "node", spec.Node, "pid", pid, "port", port),
-		out:       newTail(),
+		out:       out,
 		done:      make(chan struct{}),
 		startedAt: time.Now(),
 	}
-	outDone := make(chan struct{})
-	go func() {
-		defer close(outDone)
-		_, _ = io.Copy(p.out, r)
-		_ = r.Close()
-	}()
-	go d.watch(p, cmd, r, outDone)
+	// Before watch can reap the child, so that this is its start time even
+	// if it exited already (a zombie keeps it).
+	p.startID, err = startIDOf(pid)
+	if err != nil {
+		p.log.Warn("cannot read the process's start time; a restarted node will not adopt it", "err", err)
+	}
+	go d.watch(p, cmd)
 
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		// Close has already swept; this process would be left behind.
+		// Close or Detach has already swept; this process would be left
+		// behind, untracked.
 		_ = d.stop(context.Background(), p, 0)
 		d.releasePort(port)
 		return driver.Handle{}, ErrClosed
 	}
-	// A tracked entry with the same pid has exited (its pid was reused) and
-	// was never stopped; the new process replaces it.
-	if old := d.procs[p.id]; old != nil {
-		delete(d.ports, old.port)
-	}
-	d.procs[p.id] = p
+	d.track(p)
 	d.mu.Unlock()
 
 	p.log.Debug("process started", "command", t.Command)
@@ -202,13 +218,46 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) (driver.Handle, er
 		Endpoint:  endpoint,
 		PID:       pid,
 		Port:      port,
+		StartID:   p.startID,
 		StartedAt: p.startedAt,
 	}, nil
 }
 
+// track adds p, whose port is already counted, and starts trimming its
+// output. d.mu must be held and d.closed false.
+func (d *Driver) track(p *proc) {
+	// A tracked entry with the same pid has exited (its pid was reused) and
+	// was never stopped; the new process replaces it.
+	if old := d.procs[p.id]; old != nil {
+		d.releasePortLocked(old.port)
+	}
+	d.procs[p.id] = p
+	d.bg.Add(1)
+	go d.trimOutput(p)
+}
+
+// trimOutput keeps p's output file small until p exits or the driver
+// detaches (the next owner trims it then).
+func (d *Driver) trimOutput(p *proc) {
+	defer d.bg.Done()
+	tick := time.NewTicker(outputTrimEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-d.detached:
+			return
+		case <-tick.C:
+			p.out.trim()
+		}
+	}
+}
+
 // watch waits for the leader to exit, kills what it left in its group,
-// records the exit and closes p.done.
-func (d *Driver) watch(p *proc, cmd *exec.Cmd, out *os.File, outDone <-chan struct{}) {
+// records the exit and closes p.done. It runs on after Detach: the process
+// is still our child, and reaping it when it exits is still our job.
+func (d *Driver) watch(p *proc, cmd *exec.Cmd) {
 	var err error
 	if waitExited(p.pid) {
 		p.killGroupAndSeal()
@@ -217,13 +266,10 @@ func (d *Driver) watch(p *proc, cmd *exec.Cmd, out *os.File, outDone <-chan stru
 		err = cmd.Wait()
 		p.killGroupAndSeal()
 	}
-	select {
-	case <-outDone:
-	case <-time.After(outputDrain):
-		// Unblocks the reader; it closes nothing else.
-		_ = out.Close()
-	}
-	p.exit = describeExit(cmd.ProcessState, err, p.out.Lines())
+	// Grandchildren may still hold the file and write to it; what the
+	// leader wrote is there already, and they are being killed.
+	p.exit = describeExit(cmd.ProcessState, err, p.out.lines())
+	p.out.close()
 	close(p.done)
 	// Debug: the pool logs an unexpected exit, with its reason, as a warning.
 	p.log.Debug("process exited", "code", p.exit.Code)
@@ -239,11 +285,16 @@ func (p *proc) killGroupAndSeal() {
 	p.unsignal = true
 }
 
-// signal sends sig to p's process group unless the leader is gone.
+// signal sends sig to p's process group unless the leader is gone. For an
+// adopted process, which we cannot keep from being reaped, gone includes
+// "exited and not yet noticed" and "its pid names another process now".
 func (p *proc) signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.unsignal {
+		return nil
+	}
+	if p.adopted && !p.aliveLocked() {
 		return nil
 	}
 	if err := syscall.Kill(-p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -286,6 +337,8 @@ func (d *Driver) Ready(ctx context.Context, h driver.Handle) error {
 			return p.exitedErr()
 		case <-ctx.Done():
 			return fmt.Errorf("process %d not ready (last probe: %v): %w", p.pid, err, ctx.Err())
+		case <-d.detached:
+			return fmt.Errorf("process %d: %w", p.pid, ErrClosed)
 		case <-tick.C:
 		}
 	}
@@ -330,6 +383,10 @@ func (d *Driver) Wait(ctx context.Context, h driver.Handle) (driver.Exit, error)
 	if p == nil {
 		return driver.Exit{}, fmt.Errorf("process: %w: %q", driver.ErrUnknownContainer, h.ID)
 	}
+	return d.wait(ctx, p)
+}
+
+func (d *Driver) wait(ctx context.Context, p *proc) (driver.Exit, error) {
 	if p.exited() {
 		return p.exit, nil
 	}
@@ -338,6 +395,8 @@ func (d *Driver) Wait(ctx context.Context, h driver.Handle) (driver.Exit, error)
 		return p.exit, nil
 	case <-ctx.Done():
 		return driver.Exit{}, ctx.Err()
+	case <-d.detached:
+		return driver.Exit{}, fmt.Errorf("process %d: %w", p.pid, ErrClosed)
 	}
 }
 
@@ -345,7 +404,7 @@ func (d *Driver) Wait(ctx context.Context, h driver.Handle) (driver.Exit, error)
 // to exit, then sends SIGKILL to the group; with grace <= 0 it kills at once.
 // If ctx ends during the grace period it kills at once too: Stop never
 // returns leaving the process running on purpose. Once the process is gone
-// the driver forgets the handle.
+// the driver forgets the handle. Adopted processes are stopped the same way.
 //
 // Stopping a process that already exited is not an error, and neither is an
 // unknown handle: it was stopped before, and Stop is idempotent so that
@@ -380,6 +439,8 @@ func (d *Driver) stop(ctx context.Context, p *proc, grace time.Duration) error {
 			p.log.Warn("process did not stop within its grace period; killing it", "grace", grace)
 		case <-ctx.Done():
 			p.log.Warn("stop interrupted; killing the process", "err", ctx.Err())
+		case <-d.detached:
+			return fmt.Errorf("process %d: %w", p.pid, ErrClosed)
 		}
 	}
 	if err := p.signal(syscall.SIGKILL); err != nil {
@@ -392,12 +453,16 @@ func (d *Driver) stop(ctx context.Context, p *proc, grace time.Duration) error {
 		return nil
 	case <-timer.C:
 		return fmt.Errorf("process %d still runs %s after SIGKILL", p.pid, killWait)
+	case <-d.detached:
+		return fmt.Errorf("process %d: %w", p.pid, ErrClosed)
 	}
 }
 
-// Close stops every process the driver still runs, concurrently, each with
-// messages.DefaultStopGrace; when ctx ends first the rest are killed at once.
-// Start fails with ErrClosed afterwards. Close is for node shutdown and tests.
+// Close stops every process the driver still runs, started or adopted,
+// concurrently, each with messages.DefaultStopGrace; when ctx ends first the
+// rest are killed at once. Start and Adopt fail with ErrClosed afterwards.
+// Close is for a node shutdown that takes its containers with it, and for
+// tests; Detach leaves them running instead.
 func (d *Driver) Close(ctx context.Context) error {
 	d.mu.Lock()
 	d.closed = true
@@ -442,7 +507,7 @@ func (d *Driver) forget(p *proc) {
 	defer d.mu.Unlock()
 	if d.procs[p.id] == p {
 		delete(d.procs, p.id)
-		delete(d.ports, p.port)
+		d.releasePortLocked(p.port)
 	}
 }
 
@@ -462,8 +527,8 @@ func (d *Driver) reservePort(ctx context.Context) (int, error) {
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		_ = l.Close()
-		if !d.ports[port] {
-			d.ports[port] = true
+		if d.ports[port] == 0 {
+			d.ports[port] = 1
 			return port, nil
 		}
 	}
@@ -473,12 +538,29 @@ func (d *Driver) reservePort(ctx context.Context) (int, error) {
 func (d *Driver) releasePort(port int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.ports, port)
+	d.releasePortLocked(port)
 }
+
+func (d *Driver) releasePortLocked(port int) {
+	if d.ports[port] <= 1 {
+		delete(d.ports, port)
+	} else {
+		d.ports[port]--
+	}
+}
+
+// The variables the driver gives every process. List reads them back from
+// /proc to find a node's processes after a restart.
+const (
+	envPort = "PORT"
+	envSlot = "WARMPOOL_SLOT"
+	envPool = "WARMPOOL_POOL"
+	envNode = "WARMPOOL_NODE"
+)
 
 // environ is the child's environment: ours, then the template's, then the
 // driver's variables. Later entries win in os/exec, so a template cannot
-// override PORT by accident.
+// override PORT, or claim another node, by accident.
 func environ(spec driver.Spec, port int) ([]string, error) {
 	env := os.Environ()
 	for _, k := range slices.Sorted(maps.Keys(spec.Template.Env)) {
@@ -488,9 +570,10 @@ func environ(spec driver.Spec, port int) ([]string, error) {
 		env = append(env, k+"="+spec.Template.Env[k])
 	}
 	return append(env,
-		"PORT="+strconv.Itoa(port),
-		"WARMPOOL_SLOT="+spec.Slot,
-		"WARMPOOL_POOL="+spec.Pool,
+		envPort+"="+strconv.Itoa(port),
+		envSlot+"="+spec.Slot,
+		envPool+"="+spec.Pool,
+		envNode+"="+spec.Node,
 	), nil
 }
 
@@ -505,8 +588,14 @@ func describeExit(state *os.ProcessState, err error, lines []string) driver.Exit
 		e.Code = state.ExitCode()
 		e.Reason = fmt.Sprintf("exited with status %d", e.Code)
 	}
-	if len(lines) > 0 {
-		e.Reason += "; last output:\n" + strings.Join(lines, "\n")
-	}
+	e.Reason = withOutput(e.Reason, lines)
 	return e
+}
+
+// withOutput appends the last lines of output to an exit reason.
+func withOutput(reason string, lines []string) string {
+	if len(lines) == 0 {
+		return reason
+	}
+	return reason + "; last output:\n" + strings.Join(lines, "\n")
 }

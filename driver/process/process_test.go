@@ -173,6 +173,9 @@ func TestStartReadyTCP(t *testing.T) {
 	if hd.StartedAt.IsZero() {
 		t.Error("StartedAt is zero")
 	}
+	if id, err := startIDOf(hd.PID); err != nil || hd.StartID != id || (procfsSupported && id == "") {
+		t.Errorf("StartID %q, want the start time %q (%v)", hd.StartID, id, err)
+	}
 	if h.d.Running() != 1 {
 		t.Errorf("Running() = %d, want 1", h.d.Running())
 	}
@@ -189,7 +192,7 @@ func TestStartReadyTCP(t *testing.T) {
 	}
 	want := map[string]string{
 		"PORT": strconv.Itoa(hd.Port), "WARMPOOL_SLOT": "web-1", "WARMPOOL_POOL": "web",
-		"HELPER_EXTRA": "from-template", "PID": hd.ID,
+		"WARMPOOL_NODE": "n1", "HELPER_EXTRA": "from-template", "PID": hd.ID,
 	}
 	for k, v := range want {
 		if got[k] != v {
