@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -407,4 +408,25 @@ func currentValues(ctx context.Context, kv jetstream.KeyValue, filter string) ([
 			return nil, fmt.Errorf("listing %s in bucket %s: %w", filter, kv.Bucket(), ctx.Err())
 		}
 	}
+}
+
+// purgeInterval and purgeAge: how often the node removes delete markers, and
+// how old they must be. Every ended lease and gone slot leaves a marker; old
+// ones serve no compare-and-set (a Create after a purge works the same) and
+// only grow the buckets.
+const (
+	purgeInterval = time.Hour
+	purgeAge      = 30 * time.Minute
+)
+
+// purgeDeleted removes delete markers older than purgeAge from both buckets.
+func purgeDeleted(ctx context.Context, leases *LeaseKV, slots *SnapshotKV) error {
+	opt := jetstream.DeleteMarkersOlderThan(purgeAge)
+	if err := leases.kv.PurgeDeletes(ctx, opt); err != nil {
+		return fmt.Errorf("purging lease delete markers: %w", err)
+	}
+	if err := slots.kv.PurgeDeletes(ctx, opt); err != nil {
+		return fmt.Errorf("purging snapshot delete markers: %w", err)
+	}
+	return nil
 }

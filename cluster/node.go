@@ -79,6 +79,26 @@ type Node struct {
 	pools   map[string]*actors.Pool
 	process *process.Driver // owned, closed on shutdown
 	url     string
+
+	stopPurge context.CancelFunc
+}
+
+// purgeLoop keeps the buckets from growing with delete markers.
+func (n *Node) purgeLoop(ctx context.Context, leases *LeaseKV, slots *SnapshotKV) {
+	t := time.NewTicker(purgeInterval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if err := purgeDeleted(pctx, leases, slots); err != nil && ctx.Err() == nil {
+			n.log.Warn("purging delete markers failed", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Start starts a node: the embedded NATS server (unless NATSURL is set), the
@@ -113,6 +133,9 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		if o.NodeID, err = loadNodeID(o.DataDir); err != nil {
 			return nil, err
 		}
+	}
+	if err := validName("node", o.NodeID); err != nil {
+		return nil, fmt.Errorf("%w: node id: %v", messages.ErrConfigValidation, err)
 	}
 	n = &Node{opts: o, log: o.Logger.With("node", o.NodeID), pools: map[string]*actors.Pool{}}
 	defer func() {
@@ -187,6 +210,9 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err := n.serve(); err != nil {
 		return nil, err
 	}
+	purgeCtx, stopPurge := context.WithCancel(context.Background())
+	n.stopPurge = stopPurge
+	go n.purgeLoop(purgeCtx, leases, snapshots)
 	n.log.Info("warmpool serving", "nats", n.url, "embedded", n.srv != nil, "pools", strings.Join(n.PoolNames(), ","))
 	return n, nil
 }
@@ -271,6 +297,9 @@ func (n *Node) PoolNames() []string {
 // server. ctx bounds the wait.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var errs []error
+	if n.stopPurge != nil {
+		n.stopPurge()
+	}
 	if n.svc != nil {
 		if err := n.svc.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping the service: %w", err))
