@@ -167,7 +167,7 @@ pools:
 }
 
 func TestParseInvalid(t *testing.T) {
-	const known = "(known: driver, command, env, readyPath, warmTarget, maxInstances, acquireTimeout, refreshInterval, startTimeout, stopGrace, onRelease)"
+	const known = "(known: driver, command, env, readyPath, warmTarget, maxInstances, acquireTimeout, refreshInterval, startTimeout, stopGrace, onRelease, docker)"
 	tests := []struct {
 		name string
 		yaml string
@@ -212,7 +212,12 @@ func TestParseInvalid(t *testing.T) {
 		{"merge key", "pools:\n  a: &b {command: [a]}\n  web:\n    <<: *b\n", "pools.web: line 4: merge keys (<<) are not supported"},
 
 		// driver.
-		{"unknown driver", "pools:\n  web: {command: [a], driver: docker}\n", `pools.web.driver: "docker" is not a driver (use "process")`},
+		{"unknown driver", "pools:\n  web: {command: [a], driver: vm}\n", `pools.web.driver: "vm" is not a driver (use "process" or "docker")`},
+		{"docker without image", "pools:\n  web: {driver: docker}\n", `pools.web.docker.image: the docker driver needs an image`},
+		{"docker unknown key", "pools:\n  web: {driver: docker, docker: {image: x, colour: red}}\n", `pools.web.docker.colour: unknown key (known: image, port, command, env, memoryMB, cpus, network)`},
+		{"docker bad port", "pools:\n  web: {driver: docker, docker: {image: x, port: 70000}}\n", `pools.web.docker.port: 70000 is not a port (1..65535)`},
+		{"docker bad cpus", "pools:\n  web: {driver: docker, docker: {image: x, cpus: lots}}\n", `pools.web.docker.cpus: "lots" is not a non-negative number of CPUs`},
+		{"docker not a map", "pools:\n  web: {driver: docker, docker: x}\n", `pools.web.docker: expected a map of docker settings, got "x"`},
 		{"empty driver", "pools:\n  web: {command: [a], driver: ''}\n", `pools.web.driver: must not be empty (leave the key out for the default "process")`},
 		{"null driver", "pools:\n  web: {command: [a], driver: }\n", "pools.web.driver: expected a string, got nothing"},
 		{"driver is a list", "pools:\n  web: {command: [a], driver: [process]}\n", "pools.web.driver: expected a string, got a list"},
@@ -476,4 +481,27 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseDocker(t *testing.T) {
+	f, err := Parse([]byte(`pools:
+  web:
+    driver: docker
+    readyPath: /healthz
+    docker:
+      image: warmpool:dev
+      command: [demo-app, --startup-delay, 1s]
+      env: {MODE: test}
+      memoryMB: 256
+      cpus: 0.5
+      network: warmpool
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f.Pools[0].Docker
+	if d == nil || d.Image != "warmpool:dev" || d.Port != messages.DefaultDockerPort || len(d.Command) != 3 ||
+		d.Env["MODE"] != "test" || d.MemoryMB != 256 || d.CPUs != 0.5 || d.Network != "warmpool" {
+		t.Fatalf("docker template = %+v", d)
+	}
 }

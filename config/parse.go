@@ -8,6 +8,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -194,6 +195,58 @@ var poolKeys = []poolKey{
 		b.cfg.OnRelease = s
 		return err
 	}},
+	{"docker", func(b *poolBuild, path string, n *yaml.Node) error {
+		var err error
+		b.cfg.Docker, err = parseDocker(path, n)
+		return err
+	}},
+}
+
+// dockerKeys are the keys of a pool's docker section.
+var dockerKeys = []string{"image", "port", "command", "env", "memoryMB", "cpus", "network"}
+
+// parseDocker reads the docker driver's section of a pool.
+func parseDocker(path string, n *yaml.Node) (*messages.DockerTemplate, error) {
+	n = resolve(n)
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil, invalidAt(path, "expected a map of docker settings, got %s", describe(n))
+	}
+	d := &messages.DockerTemplate{}
+	err := eachKey(path, n, func(key string, val *yaml.Node) error {
+		keyPath := joinPath(path, key)
+		var err error
+		switch key {
+		case "image":
+			d.Image, err = scalarText(keyPath, val)
+		case "port":
+			d.Port, err = parseCount(keyPath, val)
+			if err == nil && (d.Port < 1 || d.Port > 65535) {
+				err = invalidAt(keyPath, "%d is not a port (1..65535)", d.Port)
+			}
+		case "command":
+			d.Command, err = parseCommand(keyPath, val)
+		case "env":
+			d.Env, err = parseEnv(keyPath, val)
+		case "memoryMB":
+			d.MemoryMB, err = parseCount(keyPath, val)
+		case "cpus":
+			var s string
+			if s, err = scalarText(keyPath, val); err == nil {
+				if d.CPUs, err = strconv.ParseFloat(s, 64); err != nil || d.CPUs < 0 || math.IsInf(d.CPUs, 0) || math.IsNaN(d.CPUs) {
+					err = invalidAt(keyPath, "%s is not a non-negative number of CPUs", quote(s))
+				}
+			}
+		case "network":
+			d.Network, err = scalarText(keyPath, val)
+		default:
+			err = invalidAt(keyPath, "unknown key (known: %s)", strings.Join(dockerKeys, ", "))
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 var knownPoolKeys = func() string {

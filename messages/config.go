@@ -36,8 +36,13 @@ const (
 // Driver names.
 const (
 	DriverProcess = "process"
+	DriverDocker  = "docker"
 	DriverFake    = "fake"
 )
+
+// DefaultDockerPort is the container port a docker template listens on when
+// it names none.
+const DefaultDockerPort = 8080
 
 var poolNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
@@ -66,6 +71,26 @@ type Template struct {
 	StartTimeout Duration `json:"startTimeout"`
 	// StopGrace is the wait between SIGTERM and SIGKILL.
 	StopGrace Duration `json:"stopGrace"`
+	// Docker holds the docker driver's settings; nil for other drivers.
+	Docker *DockerTemplate `json:"docker,omitempty"`
+}
+
+// DockerTemplate is how the docker driver runs a pool's containers.
+type DockerTemplate struct {
+	// Image to run; it must be present on the machine (nothing is pulled).
+	Image string `json:"image"`
+	// Port the container listens on; published on 127.0.0.1 with a random
+	// host port. Default 8080.
+	Port int `json:"port"`
+	// Command overrides the image's CMD.
+	Command []string `json:"command,omitempty"`
+	// Env is added to the container's environment.
+	Env map[string]string `json:"env,omitempty"`
+	// MemoryMB and CPUs limit the container; zero means no limit.
+	MemoryMB int     `json:"memoryMB,omitempty"`
+	CPUs     float64 `json:"cpus,omitempty"`
+	// Network to attach the container to; default the engine's bridge.
+	Network string `json:"network,omitempty"`
 }
 
 // PoolConfig is one pool's settings. The JSON keys are those of the config file
@@ -110,6 +135,11 @@ func (c PoolConfig) WithDefaults() PoolConfig {
 	if c.OnRelease == "" {
 		c.OnRelease = OnReleaseReuse
 	}
+	if c.Docker != nil && c.Docker.Port == 0 {
+		d := *c.Docker
+		d.Port = DefaultDockerPort
+		c.Docker = &d
+	}
 	return c
 }
 
@@ -132,9 +162,21 @@ func (c PoolConfig) Validate() error {
 		if len(c.Command) == 0 || c.Command[0] == "" {
 			return bad("command", "the process driver needs a command")
 		}
+	case DriverDocker:
+		d := c.Docker
+		switch {
+		case d == nil || d.Image == "":
+			return bad("docker.image", "the docker driver needs an image")
+		case d.Port < 0 || d.Port > 65535:
+			return bad("docker.port", "%d is not a port", d.Port)
+		case d.MemoryMB < 0:
+			return bad("docker.memoryMB", "%d must not be negative", d.MemoryMB)
+		case d.CPUs < 0:
+			return bad("docker.cpus", "%g must not be negative", d.CPUs)
+		}
 	case DriverFake:
 	default:
-		return bad("driver", "%q is not a driver (use %q)", c.Driver, DriverProcess)
+		return bad("driver", "%q is not a driver (use %q or %q)", c.Driver, DriverProcess, DriverDocker)
 	}
 	if c.MaxInstances < 1 || c.MaxInstances > MaxMaxInstances {
 		return bad("maxInstances", "%d is out of range 1..%d", c.MaxInstances, MaxMaxInstances)
