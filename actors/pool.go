@@ -95,6 +95,7 @@ type session struct {
 	slot      string
 	state     sessionState
 	revision  uint64 // fencing token; 0 until the create lands
+	createdAt time.Time
 	expiresAt time.Time
 	cold      bool
 	// recovered: the lease was loaded from the store; no create needed.
@@ -352,10 +353,13 @@ func (p *poolActor) renew(ctx actor.Context, m messages.Renew) {
 func (p *poolActor) startWrite(ctx actor.Context, s *session, op writeOp) {
 	v := p.slots[s.slot]
 	now := p.now()
+	if op == opCreate || s.createdAt.IsZero() {
+		s.createdAt = now
+	}
 	rec := LeaseRecord{
 		Version: LeaseSchema, Pool: p.Config.Name, ID: s.id, Slot: s.slot, Node: p.Node,
 		Endpoint: v.handle.Endpoint, ContainerID: v.handle.ID, StartID: v.handle.StartID,
-		CreatedAt: now, ExpiresAt: now.Add(p.Config.AcquireTimeout.D()),
+		CreatedAt: s.createdAt, ExpiresAt: now.Add(p.Config.AcquireTimeout.D()),
 	}
 	s.writing = op
 	p.writes++
@@ -428,6 +432,7 @@ func (p *poolActor) leaseWritten(ctx actor.Context, w leaseWritten) {
 			reply(l, nil)
 		}
 		s.waiters = nil
+		s.cold = false // only the replies that waited for the start were cold
 	case opDelete:
 		lost := errors.Is(w.err, ErrRevisionMismatch)
 		if w.err != nil && !lost {
@@ -436,7 +441,9 @@ func (p *poolActor) leaseWritten(ctx actor.Context, w leaseWritten) {
 				reply(messages.Released{}, err)
 			}
 			s.releasers = nil
-			p.log.Warn("lease delete failed; retrying at the next refresh", "session", s.id, "err", w.err)
+			// The lease still holds: the caller retries the release, or
+			// the lease is reaped when it expires.
+			p.log.Warn("lease delete failed; the lease still holds", "session", s.id, "reason", s.endReason, "err", w.err)
 			break
 		}
 		replaced := p.endLease(ctx, s, s.endReason, lost)

@@ -237,6 +237,9 @@ func TestConcurrentAcquiresOfOneIDShareOneColdStart(t *testing.T) {
 	if got := r.drv.Started(); got != 1 {
 		t.Fatalf("started %d containers; want 1", got)
 	}
+	if l := r.acquire("same"); l.Cold || l.Slot != slot {
+		t.Fatalf("a sticky re-acquire after the cold start = %+v; want the same slot, not cold", l)
+	}
 }
 
 func TestReleaseReusesByDefault(t *testing.T) {

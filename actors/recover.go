@@ -2,7 +2,9 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -24,6 +26,9 @@ type Recovery struct {
 func LoadRecovery(ctx context.Context, o PoolOptions) (Recovery, error) {
 	var r Recovery
 	var err error
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	if o.Leases != nil {
 		if r.Leases, err = o.Leases.List(ctx, o.Config.Name); err != nil {
 			return r, fmt.Errorf("pool %s: loading leases: %w", o.Config.Name, err)
@@ -35,6 +40,13 @@ func LoadRecovery(ctx context.Context, o PoolOptions) (Recovery, error) {
 		}
 	}
 	found, err := o.Driver.List(ctx, o.Node)
+	if errors.Is(err, errors.ErrUnsupported) {
+		// A driver that cannot list (the process driver off Linux): start
+		// without adopting; stored leases whose containers cannot be found
+		// are ended, so sessions get new containers.
+		o.Logger.Warn("the driver cannot list containers; nothing is adopted", "pool", o.Config.Name, "err", err)
+		err = nil
+	}
 	if err != nil {
 		return r, fmt.Errorf("pool %s: listing containers: %w", o.Config.Name, err)
 	}
@@ -117,7 +129,7 @@ func (p *poolActor) recover(ctx actor.Context) {
 			p.snapshot(v)
 			p.sessions[rec.ID] = &session{
 				id: rec.ID, slot: rec.Slot, state: pending, recovered: true,
-				revision: l.Revision, expiresAt: rec.ExpiresAt,
+				revision: l.Revision, createdAt: rec.CreatedAt, expiresAt: rec.ExpiresAt,
 			}
 			restored++
 			continue

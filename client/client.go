@@ -15,8 +15,9 @@ import (
 )
 
 // DefaultTimeout bounds a request whose ctx has no deadline. It is long because
-// an acquire that finds no warm container waits for a cold start.
-const DefaultTimeout = 30 * time.Second
+// an acquire that finds no warm container waits for a cold start, which the
+// node bounds by the pool's startTimeout (default 60s).
+const DefaultTimeout = 75 * time.Second
 
 // Sentinel errors, the same values as in package messages so that errors.Is
 // matches an error whether it was found here or decoded from a node's reply.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/warmpool/warmpool/client"
+	"github.com/warmpool/warmpool/cluster"
 	"github.com/warmpool/warmpool/messages"
 	"github.com/warmpool/warmpool/testkit"
 )
@@ -448,4 +450,35 @@ func TestServiceDiscovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	var _ = nats.ErrNoResponders
+}
+
+// TestStartFailsCleanly: a node that cannot start says why and leaves
+// nothing running (no panic on the error path).
+func TestStartFailsCleanly(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for name, o := range map[string]cluster.Options{
+		"port in use":    {NATSListen: l.Addr().String(), Pools: []messages.PoolConfig{testkit.DemoPool("web", 0)}},
+		"no such NATS":   {NATSURL: "nats://127.0.0.1:1", Pools: []messages.PoolConfig{testkit.DemoPool("web", 0)}},
+		"bad pool":       {NATSListen: "127.0.0.1:-1", Pools: []messages.PoolConfig{{Name: "web"}}},
+		"no pool":        {NATSListen: "127.0.0.1:-1"},
+		"bad node id":    {NATSListen: "127.0.0.1:-1", NodeID: "a.b", Pools: []messages.PoolConfig{testkit.DemoPool("web", 0)}},
+		"no such driver": {NATSListen: "127.0.0.1:-1", Pools: []messages.PoolConfig{{Name: "web", Template: messages.Template{Driver: messages.DriverFake}}}},
+		"bad on-exit":    {NATSListen: "127.0.0.1:-1", OnExit: "explode", Pools: []messages.PoolConfig{testkit.DemoPool("web", 0)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o.DataDir = t.TempDir()
+			o.Logger = testkit.Logger(t)
+			node, err := cluster.Start(ctx(t), o)
+			if err == nil || node != nil {
+				t.Fatalf("Start = %v, %v; want an error", node, err)
+			}
+			if kids := testkit.Children(); len(kids) > 0 {
+				t.Fatalf("processes left after a failed start: %v", kids)
+			}
+		})
+	}
 }

@@ -137,12 +137,14 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err := validName("node", o.NodeID); err != nil {
 		return nil, fmt.Errorf("%w: node id: %v", messages.ErrConfigValidation, err)
 	}
-	n = &Node{opts: o, log: o.Logger.With("node", o.NodeID), pools: map[string]*actors.Pool{}}
+	node := &Node{opts: o, log: o.Logger.With("node", o.NodeID), pools: map[string]*actors.Pool{}}
+	n = node
 	defer func() {
 		if err != nil {
+			// node, not n: a failing return has already set n to nil.
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_ = n.Shutdown(sctx)
+			_ = node.Shutdown(sctx)
 			n = nil
 		}
 	}()
@@ -237,6 +239,15 @@ func (n *Node) connect(ctx context.Context) error {
 	if err != nil || port < -1 || port > 65535 {
 		return fmt.Errorf("%w: nats listen address %q: bad port", messages.ErrConfigValidation, o.NATSListen)
 	}
+	if port > 0 {
+		// The embedded server only logs a port it cannot bind, and would
+		// leave Start waiting: find out first, with a clear message.
+		l, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
+		if err != nil {
+			return fmt.Errorf("embedded NATS server cannot listen on %s: %w", o.NATSListen, err)
+		}
+		l.Close()
+	}
 	srv, err := server.NewServer(&server.Options{
 		ServerName: "warmpool-" + o.NodeID,
 		Host:       host,
@@ -254,7 +265,7 @@ func (n *Node) connect(ctx context.Context) error {
 	}
 	go srv.Start()
 	wait := 10 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 		wait = time.Until(dl)
 	}
 	if !srv.ReadyForConnections(wait) {

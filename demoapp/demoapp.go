@@ -130,7 +130,7 @@ func (o Options) port() (int, error) {
 	}
 	s := os.Getenv(EnvPort)
 	if s == "" {
-		return 0, fmt.Errorf("demoapp: no port: set Options.Port or $%s", EnvPort)
+		return 0, fmt.Errorf("demoapp: no port: pass --port or set $%s", EnvPort)
 	}
 	p, err := strconv.Atoi(s)
 	if err != nil || p < 1 || p > 65535 {

@@ -20,7 +20,7 @@ const shutdownTimeout = 30 * time.Second
 
 func (c *cli) serve(args []string) int {
 	fs := c.newFlagSet("serve", "", "Run a warmpool node until SIGINT or SIGTERM. Without --config it runs one pool, \"default\",\nwhose containers are this binary's demo-app. Without --nats-url it embeds a NATS server\nlistening on --nats-listen; clients connect there.")
-	configPath := fs.String("config", "", "pools config file (YAML); default: one pool running `warmpool demo-app`")
+	configPath := fs.String("config", "", "pools config file (YAML); default: one pool running this binary's demo-app")
 	dataDir := fs.String("data-dir", cluster.DefaultDataDir, "directory of the node's state: its id and the embedded server's JetStream store")
 	// Not read from $NATS_URL: that variable points the client commands at a
 	// node, and a node that followed it would stop embedding its own server.
