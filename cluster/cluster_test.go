@@ -25,7 +25,9 @@ import (
 
 func TestMain(m *testing.M) {
 	testkit.RunDemoAppIfChild()
-	os.Exit(m.Run())
+	code := m.Run()
+	testkit.RemoveProjectImage()
+	os.Exit(code)
 }
 
 func ctx(t *testing.T) context.Context {

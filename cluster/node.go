@@ -22,6 +22,7 @@ import (
 	"github.com/warmpool/warmpool/actors"
 	"github.com/warmpool/warmpool/clock"
 	"github.com/warmpool/warmpool/driver"
+	"github.com/warmpool/warmpool/driver/docker"
 	"github.com/warmpool/warmpool/driver/process"
 	"github.com/warmpool/warmpool/messages"
 )
@@ -77,8 +78,10 @@ type Node struct {
 	svc     micro.Service
 	system  *actor.ActorSystem
 	pools   map[string]*actors.Pool
-	process *process.Driver // owned, closed on shutdown
-	url     string
+	process *process.Driver
+	// owned are the drivers the node made, finished on shutdown.
+	owned []ownedDriver
+	url   string
 
 	stopPurge context.CancelFunc
 }
@@ -155,6 +158,17 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if drivers[messages.DriverProcess] == nil {
 		n.process = process.New(o.Logger)
 		drivers[messages.DriverProcess] = n.process
+		n.owned = append(n.owned, n.process)
+	}
+	if drivers[messages.DriverDocker] == nil && usesDriver(o.Pools, messages.DriverDocker) {
+		// Only when a pool needs it: a node of process pools runs where no
+		// Docker engine is.
+		d, err := docker.New(ctx, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		drivers[messages.DriverDocker] = d
+		n.owned = append(n.owned, d)
 	}
 	seen := map[string]bool{}
 	for i, p := range o.Pools {
@@ -323,12 +337,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
-	if n.process != nil && n.opts.OnExit == actors.ExitLeave {
-		n.process.Detach()
-	} else if n.process != nil {
+	// The drivers' last word: what the pools left running is either left
+	// for the next start (leave) or stopped, bounded.
+	for _, d := range n.owned {
+		if n.opts.OnExit == actors.ExitLeave {
+			d.Detach()
+			continue
+		}
 		kctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := n.process.Close(kctx); err != nil {
-			errs = append(errs, fmt.Errorf("stopping processes: %w", err))
+		if err := d.Close(kctx); err != nil {
+			errs = append(errs, fmt.Errorf("stopping containers: %w", err))
 		}
 		cancel()
 	}
@@ -354,6 +372,22 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	n.log.Info("warmpool stopped")
 	return errors.Join(errs...)
+}
+
+// ownedDriver is a driver the node made and finishes: Detach leaves its
+// containers running, Close stops them.
+type ownedDriver interface {
+	Detach()
+	Close(context.Context) error
+}
+
+func usesDriver(pools []messages.PoolConfig, name string) bool {
+	for _, p := range pools {
+		if p.WithDefaults().Driver == name {
+			return true
+		}
+	}
+	return false
 }
 
 // loadNodeID reads the node's id from its data dir, creating it on first use

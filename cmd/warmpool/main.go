@@ -58,6 +58,7 @@ func init() {
 		{"warmup", "start N more containers in a pool", (*cli).warmup},
 		{"shutdown", "stop every container of a pool and end its leases", (*cli).shutdown},
 		{"demo-app", "run the demo HTTP app that the default pool keeps warm", (*cli).demoApp},
+		{"healthcheck", "exit 0 if a URL (default the demo app's /healthz on $PORT) answers 2xx", (*cli).healthcheck},
 		{"version", "print the version", (*cli).version},
 		{"help", "print this help, or a command's: warmpool help COMMAND", (*cli).help},
 	}

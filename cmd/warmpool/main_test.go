@@ -30,7 +30,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && (os.Args[1] == "demo-app" || os.Args[1] == "serve") {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testkit.RemoveProjectImage()
+	os.Exit(code)
 }
 
 // runCLI runs the command line with the given environment and returns the

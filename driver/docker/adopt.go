@@ -27,8 +27,8 @@ import (
 //
 // List also removes the node's containers that are garbage: exited or dead
 // ones that this driver does not track (a tracked one is kept until Stop,
-// for Wait to report), and ones created but never started for over a
-// minute (their starter died in between). They are not returned. node must
+// for Wait to report), and ones created but never started (their starter
+// died in between) while this driver is not starting one itself. They are not returned. node must
 // not be empty.
 func (d *Driver) List(ctx context.Context, node string) ([]driver.Found, error) {
 	if node == "" {
@@ -59,8 +59,8 @@ func (d *Driver) List(ctx context.Context, node string) ([]driver.Found, error) 
 			if d.lookup(s.ID) != nil {
 				continue
 			}
-			if s.State == container.StateCreated && time.Since(time.Unix(s.Created, 0)) < staleCreated {
-				continue // perhaps being started right now
+			if s.State == container.StateCreated && d.creating.Load() > 0 {
+				continue // perhaps one this driver is starting right now
 			}
 			if err := d.removeID(ctx, s.ID); err != nil {
 				d.log.Warn("cannot remove a container that no longer runs", "node", node, "id", shortID(s.ID), "state", s.State, "err", err)

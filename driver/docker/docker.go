@@ -77,9 +77,6 @@ const (
 	// Backoff of the event stream's reopening.
 	eventsBackoffMin = 100 * time.Millisecond
 	eventsBackoffMax = 5 * time.Second
-	// staleCreated is the age after which List removes a container that was
-	// created but never started (its starter died in between).
-	staleCreated = time.Minute
 	// logLines is how many of a container's last log lines an exit reason
 	// carries; logLineMax cuts each.
 	logLines   = 20
@@ -148,6 +145,8 @@ type Driver struct {
 	// the stream is reopened (tests lengthen it).
 	breakEvents context.CancelFunc
 	minBackoff  atomic.Int64
+	// creating counts Starts between ContainerCreate and tracking.
+	creating atomic.Int64
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -371,6 +370,9 @@ func (d *Driver) Start(ctx context.Context, spec driver.Spec) (driver.Handle, er
 	// carried out would leave a container whose id we never learn.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
 	defer cancel()
+	// Until the container is tracked, List must not take it for garbage.
+	d.creating.Add(1)
+	defer d.creating.Add(-1)
 	name := containerName(spec.Pool, spec.Slot)
 	created, err := d.cli.ContainerCreate(cctx, client.ContainerCreateOptions{Config: cfg, HostConfig: hc, Name: name})
 	if cerrdefs.IsConflict(err) {

@@ -177,11 +177,17 @@ func tearDown() {
 	_ = testCli.Close()
 }
 
+// envRequireDocker is testkit.EnvRequireDocker (testkit imports this package).
+const envRequireDocker = "WARMPOOL_REQUIRE_DOCKER"
+
 // needDocker skips t without a daemon, fails it without the test images,
 // and runs it in parallel with the others that need them.
 func needDocker(t *testing.T) {
 	t.Helper()
 	if dockerErr != nil {
+		if os.Getenv(envRequireDocker) != "" {
+			t.Fatalf("no Docker, and $%s is set: %v", envRequireDocker, dockerErr)
+		}
 		t.Skipf("no Docker: %v", dockerErr)
 	}
 	if setUpErr != nil {
