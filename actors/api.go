@@ -38,8 +38,16 @@ type PoolOptions struct {
 	Snapshots SnapshotStore
 	// Recovery, when set, is the state to start from (see LoadRecovery).
 	Recovery *Recovery
+	// Events receives the pool's events; nil drops them.
+	Events EventSink
 	// Root sends timer ticks and driver results; set by SpawnPool.
 	Root *actor.RootContext
+}
+
+// EventSink receives a pool's events in the order the pool made its
+// decisions. Emit is called from the pool's mailbox: it must not block.
+type EventSink interface {
+	Emit(messages.Event)
 }
 
 // OnExit says what a stopping pool does with its containers.

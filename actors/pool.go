@@ -137,6 +137,7 @@ type poolActor struct {
 	writes         int // durable lease writes in flight
 
 	started, died int
+	eventSeq      uint64
 
 	failures     int
 	backoffUntil time.Time
@@ -286,6 +287,7 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 	v := p.popWarming()
 	if v == nil {
 		if p.total() >= p.Config.MaxInstances {
+			p.emit(messages.EventExhausted, "", m.ID, fmt.Sprintf("no warm container and maxInstances (%d) reached", p.Config.MaxInstances))
 			m.Reply(messages.Lease{}, fmt.Errorf("%w: pool %s has no warm container and runs maxInstances (%d) containers; retry later",
 				messages.ErrExhausted, p.Config.Name, p.Config.MaxInstances))
 			return
@@ -300,6 +302,7 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 	v.session = m.ID
 	p.claimedWarming++
 	p.snapshot(v)
+	p.emit(messages.EventColdStart, v.id, m.ID, "no warm container")
 	p.sessions[m.ID] = &session{id: m.ID, slot: v.id, state: pending, cold: true, waiters: []func(messages.Lease, error){m.Reply}}
 	p.refill(ctx)
 }
@@ -417,6 +420,11 @@ func (p *poolActor) leaseWritten(ctx actor.Context, w leaseWritten) {
 			break
 		}
 		s.revision, s.expiresAt = w.revision, w.expiresAt
+		if w.op == opCreate {
+			p.emit(messages.EventLeaseCreated, s.slot, s.id, "")
+		} else {
+			p.emit(messages.EventLeaseRenewed, s.slot, s.id, "")
+		}
 		if v := p.slots[s.slot]; w.op == opCreate && v != nil && v.session == s.id && v.state == Acquired {
 			ctx.Send(v.pid, slotAcquire{})
 			p.snapshot(v)
@@ -445,6 +453,16 @@ func (p *poolActor) leaseWritten(ctx actor.Context, w leaseWritten) {
 			// the lease is reaped when it expires.
 			p.log.Warn("lease delete failed; the lease still holds", "session", s.id, "reason", s.endReason, "err", w.err)
 			break
+		}
+		switch {
+		case lost:
+			p.emit(messages.EventLeaseRevoked, s.slot, s.id, "lost to another writer")
+		case s.endReason == "released":
+			p.emit(messages.EventLeaseReleased, s.slot, s.id, "")
+		case s.endReason == "lease expired":
+			p.emit(messages.EventLeaseExpired, s.slot, s.id, "")
+		default:
+			p.emit(messages.EventLeaseRevoked, s.slot, s.id, s.endReason)
 		}
 		replaced := p.endLease(ctx, s, s.endReason, lost)
 		for _, reply := range s.releasers {
@@ -488,6 +506,7 @@ func (p *poolActor) writeFailed(ctx actor.Context, s *session, w leaseWritten) {
 		}
 		p.log.Warn("lease create failed", "session", s.id, "err", w.err)
 	case lost:
+		p.emit(messages.EventLeaseRevoked, s.slot, s.id, "lost to another writer")
 		delete(p.sessions, s.id)
 		if v != nil && v.session == s.id {
 			v.session = ""
@@ -547,6 +566,9 @@ func (p *poolActor) shutdownAll(ctx actor.Context, reason string) messages.Shutd
 // abandon drops a session at once, failing whoever waits on it, and deletes
 // its stored lease in the background.
 func (p *poolActor) abandon(ctx actor.Context, s *session, err error) {
+	if s.state == leased {
+		p.emit(messages.EventLeaseRevoked, s.slot, s.id, err.Error())
+	}
 	p.failSession(s, err)
 	for _, reply := range s.releasers {
 		reply(messages.Released{}, err)
@@ -663,7 +685,7 @@ func (p *poolActor) drain(ctx actor.Context, v *slotView, reason string) {
 	if v.state == Warming && v.session != "" {
 		p.claimedWarming--
 	}
-	p.move(v, EvDrain)
+	p.moveWhy(v, EvDrain, reason)
 	ctx.Send(v.pid, slotDrain{reason: reason})
 }
 
@@ -677,7 +699,7 @@ func (p *poolActor) slotEvent(ctx actor.Context, e slotEvent) {
 	if e.Event == EvReady {
 		v.handle = e.Handle
 	}
-	if !p.move(v, e.Event) {
+	if !p.moveWhy(v, e.Event, e.Reason) {
 		return
 	}
 	switch e.Event {
@@ -800,7 +822,9 @@ func (p *poolActor) refresh(ctx actor.Context) {
 		p.log.Info("lease expired", "session", s.id, "slot", s.slot)
 		p.startDelete(ctx, s, "lease expired", nil)
 	}
+	before := p.started
 	p.refill(ctx)
+	p.emit(messages.EventRefresh, "", "", fmt.Sprintf("expired=%d started=%d warm=%d total=%d", len(expired), p.started-before, p.counts[Warm], p.total()))
 }
 
 // refill starts containers until warm plus unclaimed warming reach warmTarget,
@@ -852,10 +876,15 @@ func (p *poolActor) spawn(ctx actor.Context, adopt *driver.Found, drainAtOnce bo
 	p.pids[pid.Id] = id
 	p.counts[Warming]++
 	if drainAtOnce {
-		p.move(v, EvDrain)
+		p.moveWhy(v, EvDrain, "a container no snapshot or lease owns")
 	} else {
 		p.warmingQ = append(p.warmingQ, v.id)
 		p.snapshot(v)
+		reason := ""
+		if adopt != nil {
+			reason = "adopting a container of an earlier run"
+		}
+		p.emit(messages.EventSlotWarming, v.id, "", reason)
 	}
 	if adopt == nil {
 		p.started++
@@ -865,7 +894,10 @@ func (p *poolActor) spawn(ctx actor.Context, adopt *driver.Found, drainAtOnce bo
 
 // move applies an event to the pool's view of a slot; false if it does not
 // apply (a late report for a slot the pool already moved on).
-func (p *poolActor) move(v *slotView, ev Event) bool {
+func (p *poolActor) move(v *slotView, ev Event) bool { return p.moveWhy(v, ev, "") }
+
+// moveWhy is move with the reason its events carry.
+func (p *poolActor) moveWhy(v *slotView, ev Event, reason string) bool {
 	step, err := Transition(v.state, ev, p.now())
 	if err != nil {
 		p.log.Debug("slot event ignored", "slot", v.id, "err", err)
@@ -875,7 +907,36 @@ func (p *poolActor) move(v *slotView, ev Event) bool {
 	p.counts[step.To]++
 	v.state, v.since = step.To, step.At
 	p.snapshot(v)
+	switch {
+	case step.From == step.To:
+	case step.To == Warm && step.From == Warming:
+		p.emit(messages.EventSlotWarm, v.id, "", reason)
+	case step.To == Warm:
+		p.emit(messages.EventSlotReleased, v.id, "", reason)
+	case step.To == Acquired:
+		p.emit(messages.EventSlotAcquired, v.id, v.session, reason)
+	case step.To == Draining:
+		if ev == EvStartFailed || ev == EvExited {
+			p.emit(messages.EventSlotFailed, v.id, v.session, reason)
+		}
+		p.emit(messages.EventSlotDraining, v.id, v.session, reason)
+	case step.To == Gone:
+		p.emit(messages.EventSlotStopped, v.id, "", reason)
+	}
 	return true
+}
+
+// emit hands an event to the sink, numbered in the order of the pool's
+// decisions.
+func (p *poolActor) emit(kind, slot, session, reason string) {
+	if p.Events == nil {
+		return
+	}
+	p.eventSeq++
+	p.Events.Emit(messages.Event{
+		Type: messages.TypeEvent, Seq: p.eventSeq, Time: p.now(), Kind: kind,
+		Pool: p.Config.Name, Node: p.Node, Slot: slot, Session: session, Reason: reason,
+	})
 }
 
 // snapshot queues the slot's current state for the snapshot store.

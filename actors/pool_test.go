@@ -33,6 +33,7 @@ type rig struct {
 	leases    *actors.MemoryLeases
 	snapshots *actors.MemorySnapshots
 	newID     func() string
+	events    *testkit.EventLog
 	pool      *actors.Pool
 }
 
@@ -54,7 +55,7 @@ func newRig(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testki
 	seq := 0
 	var mu sync.Mutex
 	r := &rig{t: t, sys: sys, logger: logger, cfg: cfg, clock: clk, drv: drv,
-		leases: actors.NewMemoryLeases(), snapshots: actors.NewMemorySnapshots(),
+		leases: actors.NewMemoryLeases(), snapshots: actors.NewMemorySnapshots(), events: &testkit.EventLog{},
 		newID: func() string { mu.Lock(); defer mu.Unlock(); seq++; return fmt.Sprintf("slot-%03d", seq) },
 	}
 	r.pool = r.spawn(nil)
@@ -75,7 +76,7 @@ func newRig(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testki
 func (r *rig) options() actors.PoolOptions {
 	return actors.PoolOptions{
 		Config: r.cfg, Node: "n1", Driver: r.drv, Clock: r.clock, Logger: r.logger, NewID: r.newID,
-		Leases: r.leases, Snapshots: r.snapshots,
+		Leases: r.leases, Snapshots: r.snapshots, Events: r.events,
 	}
 }
 
@@ -660,5 +661,58 @@ func TestLeaseStoreFailureLosesNothing(t *testing.T) {
 	}
 	if _, err := r.pool.Release(r.ctx(), "a"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestEventsTellTheLifeOfASession(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1, AcquireTimeout: messages.Duration(time.Minute),
+		RefreshInterval: messages.Duration(10 * time.Second)}, nil)
+	r.waitStats(1, 0, 0, 0)
+	a := r.acquire("a")
+	r.acquire("a")
+	if _, err := r.pool.Release(r.ctx(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	r.acquire("b")
+	r.clock.Advance(time.Minute) // b expires; the refresh at 60s reaps it
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if got := r.events.Kinds(testkit.Session("b")); fmt.Sprint(got) != fmt.Sprint([]string{
+			messages.EventSlotAcquired, messages.EventLeaseCreated, messages.EventLeaseExpired}) {
+			return fmt.Errorf("b's events: %v", got)
+		}
+		return nil
+	})
+	want := []string{messages.EventSlotAcquired, messages.EventLeaseCreated, messages.EventLeaseRenewed, messages.EventLeaseReleased}
+	if got := r.events.Kinds(testkit.Session("a")); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("a's events: %v; want %v", got, want)
+	}
+	want = []string{messages.EventSlotWarming, messages.EventSlotWarm, messages.EventSlotAcquired, messages.EventLeaseCreated,
+		messages.EventLeaseRenewed, messages.EventLeaseReleased, messages.EventSlotReleased}
+	if got := r.events.Kinds(testkit.Slot(a.Slot)); fmt.Sprint(got[:len(want)]) != fmt.Sprint(want) {
+		t.Fatalf("slot %s's events: %v; want %v first", a.Slot, got, want)
+	}
+	var last uint64
+	for _, e := range r.events.Events() {
+		if e.Seq != last+1 || e.Pool != "test" || e.Node != "n1" || e.Type != messages.TypeEvent || e.Time.IsZero() {
+			t.Fatalf("event %+v after seq %d", e, last)
+		}
+		last = e.Seq
+	}
+	if len(r.events.Kinds(func(e messages.Event) bool { return e.Kind == messages.EventRefresh })) == 0 {
+		t.Fatal("no refresh event")
+	}
+}
+
+func TestEventsOfColdStartsAndExhaustion(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 0, MaxInstances: 1}, nil)
+	r.acquire("a")
+	if _, err := r.pool.Acquire(r.ctx(), "b"); !errors.Is(err, messages.ErrExhausted) {
+		t.Fatal(err)
+	}
+	if got := r.events.Kinds(testkit.Session("a")); len(got) == 0 || got[0] != messages.EventColdStart {
+		t.Fatalf("a's events: %v; want a cold start first", got)
+	}
+	if got := r.events.Kinds(testkit.Session("b")); fmt.Sprint(got) != fmt.Sprint([]string{messages.EventExhausted}) {
+		t.Fatalf("b's events: %v", got)
 	}
 }

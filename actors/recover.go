@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warmpool/warmpool/driver"
+	"github.com/warmpool/warmpool/messages"
 )
 
 // Recovery is what a pool starts from after a restart: the leases and slot
@@ -121,8 +122,10 @@ func (p *poolActor) recover(ctx actor.Context) {
 			continue // another node's lease
 		case !now.Before(rec.ExpiresAt):
 			p.log.Info("lease expired while the node was down", "session", rec.ID, "slot", rec.Slot)
+			p.emit(messages.EventLeaseExpired, rec.Slot, rec.ID, "expired while the node was down")
 		case v == nil || !v.adopted || v.state != Warming || v.session != "":
 			p.log.Info("lease's container is gone; the session gets a new one", "session", rec.ID, "slot", rec.Slot)
+			p.emit(messages.EventLeaseRevoked, rec.Slot, rec.ID, "its container is gone")
 		default:
 			v.session = rec.ID
 			p.claimedWarming++
