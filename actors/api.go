@@ -40,6 +40,10 @@ type PoolOptions struct {
 	Recovery *Recovery
 	// Events receives the pool's events; nil drops them.
 	Events EventSink
+	// Recorder, when set, records every input of the pool (see Replay).
+	Recorder Recorder
+	// replay: the pool runs from a recording (see Replay).
+	replay bool
 	// Root sends timer ticks and driver results; set by SpawnPool.
 	Root *actor.RootContext
 }

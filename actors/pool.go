@@ -138,6 +138,9 @@ type poolActor struct {
 
 	started, died int
 	eventSeq      uint64
+	inputSeq      uint64
+	// cur is the input being recorded, nil when not recording.
+	cur *Input
 
 	failures     int
 	backoffUntil time.Time
@@ -168,8 +171,53 @@ func newPoolActor(o PoolOptions, snap *snapshotWriter) *poolActor {
 	}
 }
 
+// Receive handles one message. With a Recorder, every input is recorded
+// with the clock's reading, the ids drawn and the events emitted while it is
+// handled; in a replay, inputs arrive wrapped so that the replayer knows
+// when each is done.
 func (p *poolActor) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
+	msg := ctx.Message()
+	if r, ok := msg.(replayed); ok {
+		defer close(r.done)
+		msg = r.msg
+		if msg == nil {
+			return // a barrier
+		}
+	}
+	if p.Recorder == nil {
+		p.handle(ctx, msg)
+		return
+	}
+	in, ok := p.input(msg)
+	if !ok {
+		p.handle(ctx, msg)
+		return
+	}
+	if in.Kind == InputStart {
+		cfg := p.Config
+		p.Recorder.Record(Input{Kind: InputHeader, Pool: cfg.Name, Schema: RecordSchema, Time: p.now(),
+			Config: &cfg, Node: p.Node, Seed: p.Seed})
+	}
+	p.inputSeq++
+	in.Seq, in.Time = p.inputSeq, p.now()
+	p.cur = &in
+	p.handle(ctx, msg)
+	p.cur = nil
+	p.Recorder.Record(in)
+}
+
+// replayed wraps a replayed input (nil: a barrier); done is closed once it
+// is handled.
+type replayed struct {
+	msg  any
+	done chan struct{}
+}
+
+// getState asks for the pool's state, for replays and tests.
+type getState struct{ reply chan PoolState }
+
+func (p *poolActor) handle(ctx actor.Context, msg any) {
+	switch m := msg.(type) {
 	case *actor.Started:
 		p.recover(ctx)
 		p.log.Info("pool started", "warm_target", p.Config.WarmTarget, "max_instances", p.Config.MaxInstances,
@@ -189,17 +237,15 @@ func (p *poolActor) Receive(ctx actor.Context) {
 	case stopPool:
 		p.stop(ctx, m)
 	case *actor.Terminated:
-		// A slot actor stopped without reporting gone: it failed. Its own
-		// Stopping handler stopped the container; forget the slot. While the
-		// pool itself stops, its slots stop with it: that changes nothing
-		// stored (their containers may be left for the next start).
-		if p.halted {
-			return
+		// While the pool itself stops, its slots stop with it: that changes
+		// nothing stored (their containers may be left for the next start).
+		if !p.halted {
+			p.slotTerminated(ctx, p.pids[m.Who.Id])
 		}
-		if v, ok := p.slots[p.pids[m.Who.Id]]; ok && v.state != Gone {
-			p.log.Error("slot actor terminated unexpectedly", "slot", v.id, "state", v.state)
-			p.forget(ctx, v, "slot actor failed")
-		}
+	case slotTerminated:
+		p.slotTerminated(ctx, m.slot)
+	case getState:
+		m.reply <- p.state()
 	case *actor.Stopping:
 		p.halted = true
 		if p.refreshTimer != nil {
@@ -366,6 +412,9 @@ func (p *poolActor) startWrite(ctx actor.Context, s *session, op writeOp) {
 	}
 	s.writing = op
 	p.writes++
+	if p.replay {
+		return // the outcome comes from the recording
+	}
 	self, root, store, rev := ctx.Self(), p.Root, p.Leases, s.revision
 	go func() {
 		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
@@ -390,6 +439,9 @@ func (p *poolActor) startDelete(ctx actor.Context, s *session, reason string, re
 	s.endReason = reason
 	s.writing = opDelete
 	p.writes++
+	if p.replay {
+		return
+	}
 	self, root, store, pool, id, rev := ctx.Self(), p.Root, p.Leases, p.Config.Name, s.id, s.revision
 	go func() {
 		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
@@ -588,6 +640,9 @@ func (p *poolActor) abandon(ctx actor.Context, s *session, err error) {
 func (p *poolActor) deleteInBackground(ctx actor.Context, id string, rev uint64) {
 	self, root, store, pool := ctx.Self(), p.Root, p.Leases, p.Config.Name
 	p.writes++
+	if p.replay {
+		return
+	}
 	go func() {
 		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
 		defer cancel()
@@ -755,6 +810,15 @@ func (p *poolActor) slotEvent(ctx actor.Context, e slotEvent) {
 	}
 }
 
+// slotTerminated handles a slot actor that stopped without reporting gone:
+// it failed. Its own Stopping handler stopped the container; forget the slot.
+func (p *poolActor) slotTerminated(ctx actor.Context, slot string) {
+	if v, ok := p.slots[slot]; ok && v.state != Gone {
+		p.log.Error("slot actor terminated unexpectedly", "slot", v.id, "state", v.state)
+		p.forget(ctx, v, "slot actor failed")
+	}
+}
+
 // containerLost handles a session whose container failed or died.
 func (p *poolActor) containerLost(ctx actor.Context, s *session, was State, reason string) {
 	err := fmt.Errorf("%w: the container for session %q failed: %s", messages.ErrNotReady, s.id, reason)
@@ -849,13 +913,18 @@ func (p *poolActor) total() int {
 // spawn starts a slot actor: for a new container, or (adopt set) for one
 // from an earlier run, which drainAtOnce stops instead of keeping.
 func (p *poolActor) spawn(ctx actor.Context, adopt *driver.Found, drainAtOnce bool) *slotView {
-	id := p.NewID()
+	var id string
 	if adopt != nil {
 		id = adopt.Slot
+	} else {
+		id = p.NewID()
+		if p.cur != nil {
+			p.cur.NewIDs = append(p.cur.NewIDs, id)
+		}
 	}
 	spec := driver.Spec{Pool: p.Config.Name, Slot: id, Node: p.Node, Template: p.Config.Template}
 	sa := &slotActor{id: id, spec: spec, drv: p.Driver, clock: p.Clock, root: p.Root, log: p.log.With("slot", id),
-		drainAtOnce: drainAtOnce, leaving: p.leaving}
+		drainAtOnce: drainAtOnce, leaving: p.leaving, inert: p.replay}
 	if adopt != nil {
 		h := adopt.Handle
 		sa.adopt = &h
@@ -929,14 +998,20 @@ func (p *poolActor) moveWhy(v *slotView, ev Event, reason string) bool {
 // emit hands an event to the sink, numbered in the order of the pool's
 // decisions.
 func (p *poolActor) emit(kind, slot, session, reason string) {
-	if p.Events == nil {
+	if p.Events == nil && p.cur == nil {
 		return
 	}
 	p.eventSeq++
-	p.Events.Emit(messages.Event{
+	e := messages.Event{
 		Type: messages.TypeEvent, Seq: p.eventSeq, Time: p.now(), Kind: kind,
 		Pool: p.Config.Name, Node: p.Node, Slot: slot, Session: session, Reason: reason,
-	})
+	}
+	if p.cur != nil {
+		p.cur.Events = append(p.cur.Events, e)
+	}
+	if p.Events != nil {
+		p.Events.Emit(e)
+	}
 }
 
 // snapshot queues the slot's current state for the snapshot store.

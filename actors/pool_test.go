@@ -34,12 +34,19 @@ type rig struct {
 	snapshots *actors.MemorySnapshots
 	newID     func() string
 	events    *testkit.EventLog
+	tweak     func(*actors.PoolOptions)
 	pool      *actors.Pool
 }
 
 // newRig runs one pool on a fake clock, the fake driver and in-memory
 // stores. cfg's zero fields take the defaults; the driver is "fake".
 func newRig(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testkit.FakePlan) *rig {
+	t.Helper()
+	return newRigWith(t, cfg, plan, nil)
+}
+
+// newRigWith is newRig with a last say on the pool's options.
+func newRigWith(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testkit.FakePlan, tweak func(*actors.PoolOptions)) *rig {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(testWriter(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
@@ -57,6 +64,7 @@ func newRig(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testki
 	r := &rig{t: t, sys: sys, logger: logger, cfg: cfg, clock: clk, drv: drv,
 		leases: actors.NewMemoryLeases(), snapshots: actors.NewMemorySnapshots(), events: &testkit.EventLog{},
 		newID: func() string { mu.Lock(); defer mu.Unlock(); seq++; return fmt.Sprintf("slot-%03d", seq) },
+		tweak: tweak,
 	}
 	r.pool = r.spawn(nil)
 	t.Cleanup(func() {
@@ -74,10 +82,14 @@ func newRig(t *testing.T, cfg messages.PoolConfig, plan func(driver.Spec) testki
 }
 
 func (r *rig) options() actors.PoolOptions {
-	return actors.PoolOptions{
+	o := actors.PoolOptions{
 		Config: r.cfg, Node: "n1", Driver: r.drv, Clock: r.clock, Logger: r.logger, NewID: r.newID,
-		Leases: r.leases, Snapshots: r.snapshots, Events: r.events,
+		Leases: r.leases, Snapshots: r.snapshots, Events: r.events, Seed: 42,
 	}
+	if r.tweak != nil {
+		r.tweak(&o)
+	}
+	return o
 }
 
 func (r *rig) spawn(rec *actors.Recovery) *actors.Pool {

@@ -59,6 +59,9 @@ type slotActor struct {
 	// leaving is the pool's flag: set, the node exits and the container
 	// must keep running for the next start to adopt.
 	leaving *atomic.Bool
+	// inert slots run no driver: in a replay, their reports come from the
+	// recording.
+	inert bool
 
 	state      State
 	handle     driver.Handle
@@ -74,6 +77,9 @@ func (s *slotActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		s.parent = ctx.Parent()
 		s.state = Warming
+		if s.inert {
+			return
+		}
 		if s.drainAtOnce {
 			// An orphan from an earlier run: adopt it only to stop it. No
 			// effect runs here: the stop follows containerStarted.
