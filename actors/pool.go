@@ -141,6 +141,8 @@ type poolActor struct {
 	inputSeq      uint64
 	// cur is the input being recorded, nil when not recording.
 	cur *Input
+	// at is the clock's reading for the message being handled.
+	at time.Time
 
 	failures     int
 	backoffUntil time.Time
@@ -176,6 +178,10 @@ func newPoolActor(o PoolOptions, snap *snapshotWriter) *poolActor {
 // handled; in a replay, inputs arrive wrapped so that the replayer knows
 // when each is done.
 func (p *poolActor) Receive(ctx actor.Context) {
+	// One reading of the clock per message: every decision and event of a
+	// message carries the same time, which is what a replay reproduces.
+	p.at = p.Clock.Now()
+	defer func() { p.at = time.Time{} }()
 	msg := ctx.Message()
 	if r, ok := msg.(replayed); ok {
 		defer close(r.done)
@@ -279,7 +285,12 @@ func (p *poolActor) request(ctx actor.Context, msg any) {
 	}
 }
 
-func (p *poolActor) now() time.Time { return p.Clock.Now() }
+func (p *poolActor) now() time.Time {
+	if !p.at.IsZero() {
+		return p.at
+	}
+	return p.Clock.Now()
+}
 
 func (p *poolActor) stoppingErr() error {
 	return fmt.Errorf("%w: pool %s is stopping", messages.ErrNotReady, p.Config.Name)

@@ -67,6 +67,9 @@ type Options struct {
 	// Replicas of the lease and snapshot buckets; default 1 (R3 on a
 	// three-server NATS cluster).
 	Replicas int `json:"replicas"`
+	// Record, when set, is a file to record every pool's inputs to, for
+	// `warmpool replay` (see actors.Replay). It is created or truncated.
+	Record string `json:"record,omitempty"`
 }
 
 // Node is a running warmpool node.
@@ -80,8 +83,9 @@ type Node struct {
 	pools   map[string]*actors.Pool
 	process *process.Driver
 	// owned are the drivers the node made, finished on shutdown.
-	owned []ownedDriver
-	url   string
+	owned    []ownedDriver
+	recorder *actors.WriterRecorder
+	url      string
 
 	stopPurge context.CancelFunc
 }
@@ -199,6 +203,16 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		return nil, err
 	}
 
+	var recorder actors.Recorder
+	if o.Record != "" {
+		f, err := os.Create(o.Record)
+		if err != nil {
+			return nil, fmt.Errorf("recording: %w", err)
+		}
+		n.recorder = actors.NewWriterRecorder(f)
+		recorder = n.recorder
+	}
+
 	logger := n.log
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return logger.With("component", "actor")
@@ -207,7 +221,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		po := actors.PoolOptions{
 			Config: p, Node: o.NodeID, Driver: drivers[p.Driver], Clock: o.Clock,
 			Logger: o.Logger, Seed: uint64(time.Now().UnixNano()) + uint64(i),
-			Leases: leases, Snapshots: snapshots,
+			Leases: leases, Snapshots: snapshots, Recorder: recorder,
 		}
 		// Recovery reads what the last run left: leases, snapshots, and the
 		// containers that still run for this node.
@@ -352,6 +366,11 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	if n.system != nil {
 		n.system.Shutdown()
+	}
+	if n.recorder != nil {
+		if err := n.recorder.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing the recording: %w", err))
+		}
 	}
 	if n.nc != nil {
 		done := make(chan struct{})

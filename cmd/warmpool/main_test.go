@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -423,8 +424,9 @@ func TestServeEndToEnd(t *testing.T) {
 	env := map[string]string{"NATS_URL": "nats://" + listen}
 	var serveErr syncBuffer
 	done := make(chan int, 1)
+	recording := filepath.Join(t.TempDir(), "run.jsonl")
 	go func() {
-		done <- run([]string{"serve", "--data-dir", t.TempDir(), "--nats-listen", listen, "--log-level", "debug", "--on-exit", "stop"},
+		done <- run([]string{"serve", "--data-dir", t.TempDir(), "--nats-listen", listen, "--log-level", "debug", "--on-exit", "stop", "--record", recording},
 			&bytes.Buffer{}, &serveErr, func(string) string { return "" })
 	}()
 	stopped := false
@@ -492,5 +494,22 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	if kids := testkit.Children(); len(kids) > 0 {
 		t.Errorf("processes left after serve stopped: %v", kids)
+	}
+
+	// The recording of the run replays to the same events.
+	code, stdout, stderr = runCLI(nil, "replay", recording)
+	if code != exitOK || !strings.Contains(stdout, "reproduced the recorded events exactly") {
+		t.Errorf("replay: exit %d\n%s%s", code, stdout, stderr)
+	}
+	data, err := os.ReadFile(recording)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := filepath.Join(t.TempDir(), "tampered.jsonl")
+	if err := os.WriteFile(tampered, []byte(strings.Replace(string(data), `"id":"e2e-1"`, `"id":"e2e-2"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, _ := runCLI(nil, "replay", tampered); code != exitFail || !strings.Contains(stdout, "DIVERGED") {
+		t.Errorf("replay of a tampered recording: exit %d\n%s", code, stdout)
 	}
 }

@@ -29,6 +29,7 @@ func (c *cli) serve(args []string) int {
 	nodeID := fs.String("node-id", "", "this node's id, unique in the cluster (default: the id kept in the data dir, made on first start)")
 	onExit := fs.String("on-exit", string(actors.ExitLeave), "what to do with the containers on exit: leave (running, with their leases, for the next start to adopt) or stop")
 	syncMode := fs.String("sync", "always", "embedded NATS fsync: always (every lease write survives a machine crash) or periodic (faster; may lose recent writes on a crash)")
+	record := fs.String("record", "", "record every pool's inputs to this file (JSON lines) for `warmpool replay`")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	if _, code, ok := c.parse(fs, args, 0, 0); !ok {
@@ -68,6 +69,7 @@ func (c *cli) serve(args []string) int {
 		Pools:        file.Pools,
 		Logger:       logger,
 		OnExit:       actors.OnExit(*onExit),
+		Record:       *record,
 		SyncPeriodic: *syncMode == "periodic",
 	})
 	if err != nil {
