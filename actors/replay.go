@@ -24,7 +24,9 @@ import (
 type PoolState struct {
 	Slots    []SlotState    `json:"slots"`
 	Sessions []SessionState `json:"sessions"`
-	Stats    messages.Stats `json:"stats"`
+	// Writes counts the durable lease writes in flight.
+	Writes int            `json:"writes"`
+	Stats  messages.Stats `json:"stats"`
 }
 
 // SlotState is one slot in a PoolState.
@@ -44,7 +46,7 @@ type SessionState struct {
 }
 
 func (p *poolActor) state() PoolState {
-	st := PoolState{Stats: p.stats()}
+	st := PoolState{Stats: p.stats(), Writes: p.writes}
 	for _, id := range sortedKeys(p.slots) {
 		v := p.slots[id]
 		st.Slots = append(st.Slots, SlotState{ID: id, State: v.state.String(), Session: v.session})
@@ -82,27 +84,33 @@ type ReplayResult struct {
 	Divergences []string `json:"divergences,omitempty"`
 }
 
-// Replay replays a recording (see ReadInputs) into fresh pools, one per pool
-// in it, with no driver, no store and a clock that reads each input's
-// recorded time: the pools make the same decisions from the same inputs,
-// and each result says where its events differ from the recorded ones.
+// Replay replays a recording (see ReadInputs) into fresh pools, one for each
+// run of a pool in it (a node that restarted records a run per start), with
+// no driver, no store and a clock that reads each input's recorded time:
+// the pools make the same decisions from the same inputs, and each result
+// says where its events differ from the recorded ones.
 func Replay(ctx context.Context, inputs []Input, logger *slog.Logger) ([]ReplayResult, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var order []string
-	byPool := map[string][]Input{}
+	// A recording holds one run per pool per start of the node: a header
+	// begins each. Each run replays on its own, from its recorded recovery.
+	var runs [][]Input
+	current := map[string]int{} // pool -> index of its current run
 	for _, in := range inputs {
-		if _, ok := byPool[in.Pool]; !ok {
-			order = append(order, in.Pool)
+		i, ok := current[in.Pool]
+		if in.Kind == InputHeader || !ok {
+			runs = append(runs, nil)
+			i = len(runs) - 1
+			current[in.Pool] = i
 		}
-		byPool[in.Pool] = append(byPool[in.Pool], in)
+		runs[i] = append(runs[i], in)
 	}
 	var results []ReplayResult
-	for _, pool := range order {
-		r, err := replayPool(ctx, byPool[pool], logger)
+	for _, run := range runs {
+		r, err := replayPool(ctx, run, logger)
 		if err != nil {
-			return results, fmt.Errorf("pool %s: %w", pool, err)
+			return results, fmt.Errorf("pool %s: %w", run[0].Pool, err)
 		}
 		results = append(results, r)
 	}
@@ -200,9 +208,6 @@ func replayPool(ctx context.Context, inputs []Input, logger *slog.Logger) (Repla
 	var recorded []messages.Event
 	recorded = append(recorded, start.Events...)
 	for _, in := range inputs[2:] {
-		if in.Kind == InputHeader {
-			continue
-		}
 		msg, err := in.message(func(any, error) {})
 		if err != nil {
 			return res, fmt.Errorf("input %d: %w", in.Seq, err)
