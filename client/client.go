@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -197,18 +198,23 @@ func (p *Pool) call(ctx context.Context, verb string, body any, wantType string,
 }
 
 func decodeReply(subject string, data []byte, wantType string, out any) error {
-	var env struct {
-		Type string `json:"type"`
-	}
-	if err := json.Unmarshal(data, &env); err != nil {
+	// One pass: every reply type carries its type string in a Type field,
+	// read back after the decode (the hot path decodes each reply once).
+	err := json.Unmarshal(data, out)
+	var syntax *json.SyntaxError
+	if errors.As(err, &syntax) {
 		return fmt.Errorf("%w: %s: the reply is not JSON: %v", ErrInternal, subject, err)
 	}
 	// An empty type is tolerated; a different one means a node speaking
 	// another version of the API, whose fields may not mean what ours do.
-	if env.Type != "" && env.Type != wantType {
-		return fmt.Errorf("%w: %s: the reply is a %q, want %q", ErrInternal, subject, env.Type, wantType)
+	if v := reflect.ValueOf(out); v.Kind() == reflect.Pointer && v.Elem().Kind() == reflect.Struct {
+		if f := v.Elem().FieldByName("Type"); f.IsValid() && f.Kind() == reflect.String {
+			if typ := f.String(); typ != "" && typ != wantType {
+				return fmt.Errorf("%w: %s: the reply is a %q, want %q", ErrInternal, subject, typ, wantType)
+			}
+		}
 	}
-	if err := json.Unmarshal(data, out); err != nil {
+	if err != nil {
 		return fmt.Errorf("%w: %s: the reply does not decode as %s: %v", ErrInternal, subject, wantType, err)
 	}
 	return nil

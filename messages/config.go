@@ -3,7 +3,6 @@ package messages
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"time"
 )
 
@@ -44,11 +43,15 @@ const (
 // it names none.
 const DefaultDockerPort = 8080
 
-var poolNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-// ValidatePoolName checks a pool name: 1 to 64 of [A-Za-z0-9_-].
+// ValidatePoolName checks a pool name: 1 to 64 of [A-Za-z0-9_-]. It runs on
+// every request, so it is a loop, not a regexp.
 func ValidatePoolName(name string) error {
-	if name == "" || len(name) > MaxPoolNameLength || !poolNameRE.MatchString(name) {
+	ok := name != "" && len(name) <= MaxPoolNameLength
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}
+	if !ok {
 		return fmt.Errorf("pool name %q must be 1 to %d characters of [A-Za-z0-9_-]", name, MaxPoolNameLength)
 	}
 	return nil

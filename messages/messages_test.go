@@ -115,3 +115,14 @@ func TestSubject(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func TestValidatePoolName(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"web": true, "A-z_09": true, strings.Repeat("p", MaxPoolNameLength): true,
+		"": false, strings.Repeat("p", MaxPoolNameLength+1): false, "a.b": false, "a b": false, "*": false, ">": false, "é": false,
+	} {
+		if err := ValidatePoolName(name); (err == nil) != ok {
+			t.Errorf("ValidatePoolName(%q) = %v; want ok=%v", name, err, ok)
+		}
+	}
+}
