@@ -10,7 +10,7 @@ import (
 // snapshotWriter writes slot snapshots behind the pool, off its mailbox. Only
 // a slot's latest snapshot matters, so snapshots queued for the same slot
 // collapse into one write: under load a slot that moves ten times between
-// two writes costs one write, not ten.
+// two writes costs one write, not ten (see snapshotCoalesce).
 type snapshotWriter struct {
 	store SnapshotStore
 	log   *slog.Logger
@@ -45,8 +45,15 @@ func (w *snapshotWriter) put(s SlotSnapshot) {
 	}
 }
 
+// snapshotCoalesce is how long the writer lets snapshots gather before it
+// writes them: a slot that is acquired and released many times in that
+// window costs one write. Snapshots lag the pool by about this much; the
+// lease, which recovery trusts first, is written before every reply.
+const snapshotCoalesce = 50 * time.Millisecond
+
 func (w *snapshotWriter) run() {
 	for range w.wake {
+		time.Sleep(snapshotCoalesce)
 		for {
 			w.mu.Lock()
 			if len(w.pending) == 0 {

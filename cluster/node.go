@@ -67,6 +67,13 @@ type Options struct {
 	// Replicas of the lease and snapshot buckets; default 1 (R3 on a
 	// three-server NATS cluster).
 	Replicas int `json:"replicas"`
+	// EventsMaxAge is how long the event stream keeps the pools' events;
+	// default 24h (see EventStreamOptions).
+	EventsMaxAge time.Duration `json:"events_max_age"`
+	// EventsMaxBytes bounds the event stream's size, oldest events going
+	// first; default no cap (EventsMaxAge bounds it). JetStream reserves a
+	// cap on disk.
+	EventsMaxBytes int64 `json:"events_max_bytes"`
 	// Record, when set, is a file to record every pool's inputs to, for
 	// `warmpool replay` (see actors.Replay). It is created or truncated.
 	Record string `json:"record,omitempty"`
@@ -88,6 +95,9 @@ type Node struct {
 	url      string
 
 	stopPurge context.CancelFunc
+	// events publishes the pools' events; unlock frees the data dir.
+	events *EventPublisher
+	unlock func()
 }
 
 // purgeLoop keeps the buckets from growing with delete markers.
@@ -155,6 +165,9 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 			n = nil
 		}
 	}()
+	if n.unlock, err = LockDataDir(o.DataDir); err != nil {
+		return nil, err
+	}
 	drivers := map[string]driver.Driver{}
 	for name, d := range o.Drivers {
 		drivers[name] = d
@@ -202,6 +215,12 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := OpenEventStream(ctx, js, EventStreamOptions{MaxAge: o.EventsMaxAge, MaxBytes: o.EventsMaxBytes, Replicas: o.Replicas}); err != nil {
+		return nil, err
+	}
+	if n.events, err = NewEventPublisher(js, EventPublisherOptions{Logger: n.log}); err != nil {
+		return nil, err
+	}
 
 	var recorder actors.Recorder
 	if o.Record != "" {
@@ -221,7 +240,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		po := actors.PoolOptions{
 			Config: p, Node: o.NodeID, Driver: drivers[p.Driver], Clock: o.Clock,
 			Logger: o.Logger, Seed: uint64(time.Now().UnixNano()) + uint64(i),
-			Leases: leases, Snapshots: snapshots, Recorder: recorder,
+			Leases: leases, Snapshots: snapshots, Recorder: recorder, Events: n.events,
 		}
 		// Recovery reads what the last run left: leases, snapshots, and the
 		// containers that still run for this node.
@@ -332,8 +351,9 @@ func (n *Node) PoolNames() []string {
 // Shutdown stops the node in order: stop taking requests; stop the pools
 // (acquires waiting for a container fail as not ready, lease writes in
 // flight land, final snapshots are written, and containers are left running
-// or stopped as OnExit says); drain the NATS connection; stop the embedded
-// server. ctx bounds the wait.
+// or stopped as OnExit says); publish the pools' last events; drain the NATS
+// connection; stop the embedded server; free the data dir. ctx bounds the
+// wait.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var errs []error
 	if n.stopPurge != nil {
@@ -372,6 +392,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("closing the recording: %w", err))
 		}
 	}
+	// After the pools, whose last events it publishes; before the drain.
+	if n.events != nil {
+		if err := n.events.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if n.nc != nil {
 		done := make(chan struct{})
 		n.nc.SetClosedHandler(func(*nats.Conn) { close(done) })
@@ -388,6 +414,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if n.srv != nil {
 		n.srv.Shutdown()
 		n.srv.WaitForShutdown()
+	}
+	if n.unlock != nil {
+		n.unlock()
 	}
 	n.log.Info("warmpool stopped")
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -107,11 +108,16 @@ func decode(data []byte, v any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return fmt.Errorf("%w: the body is empty; send a JSON object", messages.ErrBadRequest)
 	}
+	// Decode would take a null for an object and leave v as it is.
+	if body := bytes.TrimLeft(data, " \t\r\n"); len(body) == 0 || body[0] != '{' {
+		return fmt.Errorf("%w: the body is not a JSON object", messages.ErrBadRequest)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: the body is not the expected JSON object: %v", messages.ErrBadRequest, err)
 	}
-	if dec.More() {
+	// Not dec.More, which is false before a stray '}' or ']'.
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: the body has data after the JSON object", messages.ErrBadRequest)
 	}
 	return nil

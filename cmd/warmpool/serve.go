@@ -29,6 +29,8 @@ func (c *cli) serve(args []string) int {
 	nodeID := fs.String("node-id", "", "this node's id, unique in the cluster (default: the id kept in the data dir, made on first start)")
 	onExit := fs.String("on-exit", string(actors.ExitLeave), "what to do with the containers on exit: leave (running, with their leases, for the next start to adopt) or stop")
 	syncMode := fs.String("sync", "always", "embedded NATS fsync: always (every lease write survives a machine crash) or periodic (faster; may lose recent writes on a crash)")
+	eventsMaxAge := fs.Duration("events-max-age", 24*time.Hour, "how long the event stream keeps events")
+	eventsMaxBytes := fs.Int64("events-max-bytes", -1, "size cap of the event stream in bytes, oldest first (-1: none; a cap is reserved on disk)")
 	record := fs.String("record", "", "record every pool's inputs to this file (JSON lines) for `warmpool replay`")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
@@ -62,15 +64,17 @@ func (c *cli) serve(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	node, err := cluster.Start(ctx, cluster.Options{
-		NodeID:       *nodeID,
-		DataDir:      *dataDir,
-		NATSURL:      *natsURL,
-		NATSListen:   *natsListen,
-		Pools:        file.Pools,
-		Logger:       logger,
-		OnExit:       actors.OnExit(*onExit),
-		Record:       *record,
-		SyncPeriodic: *syncMode == "periodic",
+		NodeID:         *nodeID,
+		DataDir:        *dataDir,
+		NATSURL:        *natsURL,
+		NATSListen:     *natsListen,
+		Pools:          file.Pools,
+		Logger:         logger,
+		OnExit:         actors.OnExit(*onExit),
+		Record:         *record,
+		EventsMaxAge:   *eventsMaxAge,
+		EventsMaxBytes: *eventsMaxBytes,
+		SyncPeriodic:   *syncMode == "periodic",
 	})
 	if err != nil {
 		return c.fail(fmt.Errorf("start the node: %w", err))
