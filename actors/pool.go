@@ -143,6 +143,8 @@ type poolActor struct {
 	cur *Input
 	// at is the clock's reading for the message being handled.
 	at time.Time
+	// writeQ feeds the lease writer goroutines; closed when the pool stops.
+	writeQ chan func()
 
 	failures     int
 	backoffUntil time.Time
@@ -254,6 +256,10 @@ func (p *poolActor) handle(ctx actor.Context, msg any) {
 		m.reply <- p.state()
 	case *actor.Stopping:
 		p.halted = true
+		if p.writeQ != nil {
+			close(p.writeQ) // the writers finish what is queued, then exit
+			p.writeQ = nil
+		}
 		if p.refreshTimer != nil {
 			p.refreshTimer.Stop()
 		}
@@ -427,7 +433,7 @@ func (p *poolActor) startWrite(ctx actor.Context, s *session, op writeOp) {
 		return // the outcome comes from the recording
 	}
 	self, root, store, rev := ctx.Self(), p.Root, p.Leases, s.revision
-	go func() {
+	p.goWrite(func() {
 		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
 		defer cancel()
 		var newRev uint64
@@ -438,7 +444,37 @@ func (p *poolActor) startWrite(ctx actor.Context, s *session, op writeOp) {
 			newRev, err = store.Update(wctx, rec, rev)
 		}
 		root.Send(self, leaseWritten{id: rec.ID, op: op, revision: newRev, expiresAt: rec.ExpiresAt, err: err})
-	}()
+	})
+}
+
+// leaseWriters is how many goroutines a pool keeps for its lease writes:
+// enough for the writes in flight under load, and no goroutine to create
+// (and grow a stack for) per write.
+const leaseWriters = 32
+
+// goWrite runs a lease write off the mailbox: on one of the pool's writer
+// goroutines, or on a new one when they are all busy, so that the mailbox
+// never waits.
+func (p *poolActor) goWrite(f func()) {
+	if p.halted {
+		go f()
+		return
+	}
+	if p.writeQ == nil {
+		p.writeQ = make(chan func(), 4*leaseWriters)
+		for range leaseWriters {
+			go func(q <-chan func()) {
+				for f := range q {
+					f()
+				}
+			}(p.writeQ)
+		}
+	}
+	select {
+	case p.writeQ <- f:
+	default:
+		go f()
+	}
 }
 
 // startDelete ends a session's lease durably; the slot is freed when the
@@ -454,11 +490,11 @@ func (p *poolActor) startDelete(ctx actor.Context, s *session, reason string, re
 		return
 	}
 	self, root, store, pool, id, rev := ctx.Self(), p.Root, p.Leases, p.Config.Name, s.id, s.revision
-	go func() {
+	p.goWrite(func() {
 		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
 		defer cancel()
 		root.Send(self, leaseWritten{id: id, op: opDelete, err: store.Delete(wctx, pool, id, rev)})
-	}()
+	})
 }
 
 // leaseWritten applies the outcome of a durable write and answers whoever
@@ -654,11 +690,11 @@ func (p *poolActor) deleteInBackground(ctx actor.Context, id string, rev uint64)
 	if p.replay {
 		return
 	}
-	go func() {
+	p.goWrite(func() {
 		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
 		defer cancel()
 		root.Send(self, leaseWritten{id: id, op: opNone, err: store.Delete(wctx, pool, id, rev)})
-	}()
+	})
 }
 
 // stop prepares the pool for a node shutdown (see stopPool).
