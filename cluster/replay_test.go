@@ -68,7 +68,7 @@ func TestReplayOfARealRun(t *testing.T) {
 		t.Fatalf("only %d inputs recorded", len(inputs))
 	}
 	var first string
-	for i := range 20 {
+	for i := range 100 {
 		results, err := actors.Replay(ctx(t), inputs, nil)
 		if err != nil {
 			t.Fatal(err)
