@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -79,7 +80,11 @@ func TestReplayOfARealRun(t *testing.T) {
 		if d := results[0].Divergences; len(d) > 0 {
 			t.Fatalf("the replay of a real run diverged:\n%v", d)
 		}
-		out := results[0].Final.Stats.Type + string(rune(len(results[0].Events)))
+		b, err := json.Marshal(results)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := string(b)
 		if i == 0 {
 			first = out
 		} else if out != first {
