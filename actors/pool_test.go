@@ -728,3 +728,34 @@ func TestEventsOfColdStartsAndExhaustion(t *testing.T) {
 		t.Fatalf("b's events: %v", got)
 	}
 }
+
+func TestRestartWithReplaceStopsContainersWhoseLeaseEnded(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1, AcquireTimeout: messages.Duration(time.Minute),
+		OnRelease: messages.OnReleaseReplace}, nil)
+	r.waitStats(1, 0, 0, 0)
+	a := r.acquire("a")
+	r.waitStats(1, 1, 0, 0)
+	// Let the snapshots catch up: recovery reads the slot as acquired.
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		snaps, _ := r.snapshots.List(r.ctx(), "test", "n1")
+		for _, s := range snaps {
+			if s.Slot == a.Slot && s.State == "acquired" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no acquired snapshot of %s yet", a.Slot)
+	})
+	r.restart(actors.ExitLeave, func() { r.clock.Advance(2 * time.Minute) }) // a's lease expires while down
+	r.waitStats(1, 0, 0, 0)
+	testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		for _, s := range r.drv.LiveSlots() {
+			if s == a.Slot {
+				return fmt.Errorf("the used container %s was kept", s)
+			}
+		}
+		return nil
+	})
+	if b := r.acquire("b"); b.Slot == a.Slot {
+		t.Fatal("a used container went to another session under onRelease: replace")
+	}
+}

@@ -96,7 +96,11 @@ func (p *poolActor) recover(ctx actor.Context) {
 		bySnapshot := ok && (s.State == Warm.String() || s.State == Acquired.String()) &&
 			s.Handle.ID == f.Handle.ID && s.Handle.StartID == f.Handle.StartID
 		byLease := isLeased && l.ContainerID == f.Handle.ID && l.StartID == f.Handle.StartID
-		keep := (bySnapshot || byLease) && p.slots[f.Slot] == nil
+		// A container a session used, whose lease is over, goes back to the
+		// pool only where a release would put it back: with onRelease
+		// replace it is stopped, so no state passes between sessions.
+		used := ok && s.State == Acquired.String() && !byLease && p.Config.OnRelease == messages.OnReleaseReplace
+		keep := (bySnapshot || byLease) && !used && p.slots[f.Slot] == nil
 		if keep {
 			p.spawn(ctx, &f, false)
 			adopted++

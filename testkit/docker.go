@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -62,6 +64,7 @@ func RemoveProjectImage() {
 func buildProjectImage() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	removeStaleImages(ctx)
 	root, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
@@ -96,6 +99,24 @@ func buildProjectImage() (string, error) {
 		return "", fmt.Errorf("docker build: %v: %s", err, out)
 	}
 	return tag, nil
+}
+
+// removeStaleImages removes the images of test binaries that died before
+// they could (a panic skips TestMain's cleanup): their tags start with the
+// pid of a process that no longer runs.
+func removeStaleImages(ctx context.Context) {
+	out, err := exec.CommandContext(ctx, "docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "warmpool-test").Output()
+	if err != nil {
+		return
+	}
+	for _, ref := range strings.Fields(string(out)) {
+		tag := ref[strings.LastIndexByte(ref, ':')+1:]
+		pid, err := strconv.Atoi(strings.SplitN(tag, "-", 2)[0])
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		_ = exec.CommandContext(ctx, "docker", "rmi", "-f", ref).Run()
+	}
 }
 
 // Containers lists the ids of the containers, running or not, that carry
