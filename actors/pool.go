@@ -585,7 +585,9 @@ func (p *poolActor) writeFailed(ctx actor.Context, s *session, w leaseWritten) {
 	var err error
 	switch {
 	case lost && w.op == opCreate:
-		err = fmt.Errorf("%w: session %q already holds a lease written by another writer; retry", messages.ErrNotReady, s.id)
+		// Wrapping ErrLeaseExists tells the NATS side to ask the lease's
+		// holder (another node) instead.
+		err = fmt.Errorf("%w: session %q already holds a lease written by another writer; retry: %w", messages.ErrNotReady, s.id, ErrLeaseExists)
 	case lost:
 		err = fmt.Errorf("%w: the lease of session %q was taken over by another writer", messages.ErrUnknownLease, s.id)
 	default:

@@ -427,7 +427,7 @@ func TestBadInput(t *testing.T) {
 
 // TestServiceDiscovery is what `nats micro ls` and `nats micro info` ask.
 func TestServiceDiscovery(t *testing.T) {
-	_, nc := testkit.StartNode(t, testkit.DemoPool("web", 0))
+	node, nc := testkit.StartNode(t, testkit.DemoPool("web", 0))
 	msg, err := nc.RequestWithContext(ctx(t), "$SRV.INFO.warmpool", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -436,7 +436,9 @@ func TestServiceDiscovery(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &info); err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "warmpool" || len(info.Endpoints) != len(messages.Verbs) {
+	// One shared endpoint per verb, and the node's own acquire, renew and
+	// release, where other nodes forward a session's requests.
+	if info.Name != "warmpool" || len(info.Endpoints) != len(messages.Verbs)+3 {
 		t.Fatalf("service info = %+v", info)
 	}
 	subjects := map[string]bool{}
@@ -446,6 +448,11 @@ func TestServiceDiscovery(t *testing.T) {
 	for _, v := range messages.Verbs {
 		if !subjects["warmpool.v1.*."+v] {
 			t.Errorf("no endpoint for %s in %v", v, subjects)
+		}
+	}
+	for _, v := range []string{"acquire", "renew", "release"} {
+		if !subjects["warmpool.v1.node."+node.ID()+".*."+v] {
+			t.Errorf("no node endpoint for %s in %v", v, subjects)
 		}
 	}
 	if _, err := nc.Request("$SRV.PING.warmpool", nil, 5*time.Second); err != nil {

@@ -203,6 +203,28 @@ func (l *LeaseKV) writeErr(op, key string, revision uint64, err error) error {
 	return fmt.Errorf("%s key %s in bucket %s at revision %d: %w", op, key, l.kv.Bucket(), revision, err)
 }
 
+// Get reads the lease of id in pool; ok is false when there is none. A read
+// may be answered by a stale replica: use it to route, never to decide who
+// holds a lease (only a compare-and-set write decides that).
+func (l *LeaseKV) Get(ctx context.Context, pool, id string) (lease actors.StoredLease, ok bool, err error) {
+	key, err := leaseKey(pool, id)
+	if err != nil {
+		return lease, false, err
+	}
+	e, err := l.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return lease, false, nil
+	}
+	if err != nil {
+		return lease, false, fmt.Errorf("reading lease key %s in bucket %s: %w", key, l.kv.Bucket(), err)
+	}
+	r, err := decodeLease(pool, e)
+	if err != nil {
+		return lease, false, err
+	}
+	return actors.StoredLease{Record: r, Revision: e.Revision()}, true, nil
+}
+
 // List implements actors.LeaseStore: the current leases of pool, sorted by
 // id. A record it cannot read (ErrNewerSchema, ErrBadRecord) is left out and
 // named in the returned error, which then comes with the leases it could

@@ -92,6 +92,7 @@ type Node struct {
 	// owned are the drivers the node made, finished on shutdown.
 	owned    []ownedDriver
 	recorder *actors.WriterRecorder
+	leases   *LeaseKV
 	url      string
 
 	stopPurge context.CancelFunc
@@ -215,6 +216,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.leases = leases
 	if _, err := OpenEventStream(ctx, js, EventStreamOptions{MaxAge: o.EventsMaxAge, MaxBytes: o.EventsMaxBytes, Replicas: o.Replicas}); err != nil {
 		return nil, err
 	}

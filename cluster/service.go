@@ -35,6 +35,15 @@ func (n *Node) serve() error {
 			return fmt.Errorf("adding endpoint %s: %w", subject, err)
 		}
 	}
+	// Node-directed endpoints: another node forwards a session's request
+	// here when this node holds its lease.
+	for _, verb := range []string{messages.VerbAcquire, messages.VerbRenew, messages.VerbRelease} {
+		subject := nodeSubject(n.opts.NodeID, "*", verb)
+		if err := svc.AddEndpoint("node-"+verb, micro.HandlerFunc(n.handle), micro.WithEndpointSubject(subject),
+			micro.WithEndpointQueueGroupDisabled()); err != nil {
+			return fmt.Errorf("adding endpoint %s: %w", subject, err)
+		}
+	}
 	// Subscriptions are sent asynchronously: flush so that the node answers
 	// as soon as Start returns.
 	if err := n.nc.FlushTimeout(10 * time.Second); err != nil {
@@ -49,6 +58,13 @@ func (n *Node) serve() error {
 func (n *Node) handle(req micro.Request) {
 	reply := replier{nc: n.nc, subject: req.Reply(), node: n}
 	tokens := strings.Split(req.Subject(), ".")
+	// warmpool.v1.<pool>.<verb>, or warmpool.v1.node.<node>.<pool>.<verb>
+	// for a request another node forwarded here: that one is served here
+	// and never forwarded again.
+	direct := len(tokens) == 6 && tokens[2] == "node"
+	if direct {
+		tokens = []string{tokens[0], tokens[1], tokens[4], tokens[5]}
+	}
 	if len(tokens) != 4 {
 		reply.fail(fmt.Errorf("%w: subject %q is not warmpool.v1.<pool>.<verb>", messages.ErrBadRequest, req.Subject()))
 		return
@@ -71,13 +87,14 @@ func (n *Node) handle(req micro.Request) {
 			reply.fail(err)
 			return
 		}
+		fw := forwarding{node: n, reply: reply, pool: poolName, verb: verb, id: body.ID, data: data, direct: direct}
 		switch verb {
 		case messages.VerbAcquire:
-			pool.Send(messages.Acquire{ID: body.ID, Reply: respond[messages.Lease](reply)})
+			pool.Send(messages.Acquire{ID: body.ID, Reply: orForward[messages.Lease](fw)})
 		case messages.VerbRenew:
-			pool.Send(messages.Renew{ID: body.ID, Reply: respond[messages.Lease](reply)})
+			pool.Send(messages.Renew{ID: body.ID, Reply: orForward[messages.Lease](fw)})
 		default:
-			pool.Send(messages.Release{ID: body.ID, Reply: respond[messages.Released](reply)})
+			pool.Send(messages.Release{ID: body.ID, Reply: orForward[messages.Released](fw)})
 		}
 	case messages.VerbStats:
 		pool.Send(messages.GetStats{Reply: respond[messages.Stats](reply)})

@@ -1,0 +1,195 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/warmpool/warmpool/actors"
+	"github.com/warmpool/warmpool/client"
+	"github.com/warmpool/warmpool/cluster"
+	"github.com/warmpool/warmpool/driver/process"
+	"github.com/warmpool/warmpool/messages"
+	"github.com/warmpool/warmpool/testkit"
+)
+
+// TestTwoNodesShareSessions runs two nodes of the same pool on one NATS
+// system: requests land on either node (queue group), yet an id has one
+// lease and one container, and every request for it reaches that container.
+func TestTwoNodesShareSessions(t *testing.T) {
+	dir := t.TempDir()
+	web := testkit.DemoPool("web", 0)
+	web.WarmTarget, web.MaxInstances = 3, 20
+	start := func(name, url string) *cluster.Node {
+		o := cluster.Options{
+			NodeID: fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), DataDir: filepath.Join(dir, name),
+			Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitStop,
+		}
+		if url == "" {
+			o.NATSListen = "127.0.0.1:-1"
+		} else {
+			o.NATSURL = url
+		}
+		n, err := cluster.Start(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	a := start("a", "")
+	b := start("b", a.ClientURL())
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = b.Shutdown(c) // b first: it uses a's NATS server
+		_ = a.Shutdown(c)
+		if kids := testkit.Children(); len(kids) > 0 {
+			t.Errorf("processes left: %v", kids)
+		}
+	}()
+	nc, err := nats.Connect(a.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	p := client.New(nc).Pool("web")
+
+	const ids, each = 12, 6
+	var mu sync.Mutex
+	endpoints := map[string]map[string]bool{}
+	nodes := map[string]bool{}
+	var wg sync.WaitGroup
+	for i := range ids * each {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("s%d", i%ids)
+			l, err := p.GetContainer(ctx(t), id)
+			if err != nil {
+				t.Errorf("acquire %s: %v", id, err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if endpoints[id] == nil {
+				endpoints[id] = map[string]bool{}
+			}
+			endpoints[id][l.Endpoint] = true
+			nodes[l.Node] = true
+		}()
+	}
+	wg.Wait()
+	seen := map[string]string{}
+	for id, eps := range endpoints {
+		if len(eps) != 1 {
+			t.Fatalf("session %s got %d containers: %v", id, len(eps), eps)
+		}
+		for ep := range eps {
+			if other, ok := seen[ep]; ok {
+				t.Fatalf("sessions %s and %s share %s", id, other, ep)
+			}
+			seen[ep] = id
+		}
+	}
+	if len(endpoints) != ids {
+		t.Fatalf("%d sessions got containers; want %d", len(endpoints), ids)
+	}
+	t.Logf("%d sessions served by nodes %v", ids, nodes)
+	// The two nodes hold exactly one lease per session between them.
+	total := 0
+	for _, n := range []*cluster.Node{a, b} {
+		st, err := n.Pool("web").Stats(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += st.Acquired
+	}
+	if total != ids {
+		t.Fatalf("the nodes hold %d acquired containers; want %d", total, ids)
+	}
+	// Renew and release reach the holder whichever node NATS picks.
+	for i := range ids {
+		id := fmt.Sprintf("s%d", i)
+		for range 3 {
+			if _, err := p.Renew(ctx(t), id); err != nil {
+				t.Fatalf("renew %s: %v", id, err)
+			}
+		}
+		if _, err := p.ReleaseContainer(ctx(t), id); err != nil {
+			t.Fatalf("release %s: %v", id, err)
+		}
+	}
+	for _, n := range []*cluster.Node{a, b} {
+		if st, _ := n.Pool("web").Stats(ctx(t)); st.Acquired != 0 {
+			t.Fatalf("node %s still holds %d after every release", n.ID(), st.Acquired)
+		}
+	}
+}
+
+// TestDeadNodesExpiredLeaseIsEnded: a session whose node is gone gets a new
+// container on another node once its lease has expired.
+func TestDeadNodesExpiredLeaseIsEnded(t *testing.T) {
+	dir := t.TempDir()
+	web := testkit.DemoPool("web", 0)
+	web.AcquireTimeout = messages.Duration(time.Second)
+	web.RefreshInterval = messages.Duration(time.Hour) // the dead node would never reap anyway
+	a, err := cluster.Start(context.Background(), cluster.Options{
+		NodeID: fmt.Sprintf("a-%d", time.Now().UnixNano()), DataDir: filepath.Join(dir, "a"), NATSListen: "127.0.0.1:-1",
+		Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitStop,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = a.Shutdown(c)
+	}()
+	b, err := cluster.Start(context.Background(), cluster.Options{
+		NodeID: fmt.Sprintf("b-%d", time.Now().UnixNano()), DataDir: filepath.Join(dir, "b"), NATSURL: a.ClientURL(),
+		Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitLeave,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(a.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// Acquire through b's own pool, so that b holds the lease.
+	l, err := b.Pool("web").Acquire(ctx(t), "orphan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b goes away leaving its lease (and container) behind, as a crash would.
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_ = b.Shutdown(c)
+	cancel()
+	t.Cleanup(func() {
+		// b left its container running: stop it.
+		d := process.New(nil)
+		found, _ := d.List(context.Background(), b.ID())
+		for _, f := range found {
+			if d.Adopt(context.Background(), f.Handle) == nil {
+				_ = d.Stop(context.Background(), f.Handle, 0)
+			}
+		}
+	})
+	p := client.New(nc).Pool("web")
+	testkit.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		got, err := p.GetContainer(ctx(t), "orphan")
+		if err != nil {
+			return err
+		}
+		if got.Node != a.ID() || got.Endpoint == l.Endpoint {
+			return fmt.Errorf("got %+v", got)
+		}
+		return nil
+	})
+}
