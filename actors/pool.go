@@ -145,6 +145,8 @@ type poolActor struct {
 	at time.Time
 	// writeQ feeds the lease writer goroutines; closed when the pool stops.
 	writeQ chan func()
+	// share is this node's part of the cluster-wide figures.
+	share messages.SetShare
 
 	failures     int
 	backoffUntil time.Time
@@ -172,6 +174,7 @@ func newPoolActor(o PoolOptions, snap *snapshotWriter) *poolActor {
 		sessions:    map[string]*session{},
 		rand:        rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15)),
 		leaving:     &atomic.Bool{},
+		share:       messages.SetShare{WarmTarget: o.Config.WarmTarget, MaxInstances: o.Config.MaxInstances, Nodes: 1},
 	}
 }
 
@@ -288,6 +291,13 @@ func (p *poolActor) request(ctx actor.Context, msg any) {
 		p.warmup(ctx, m)
 	case messages.ShutdownAll:
 		m.Reply(p.shutdownAll(ctx, "shutdown requested"), nil)
+	case messages.SetShare:
+		if m.WarmTarget < 0 || m.MaxInstances < 0 || m == p.share {
+			return
+		}
+		p.log.Info("share changed", "warm_target", m.WarmTarget, "max_instances", m.MaxInstances, "nodes", m.Nodes)
+		p.share = m
+		p.refill(ctx)
 	}
 }
 
@@ -349,10 +359,10 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 	// start one, else the pool is full.
 	v := p.popWarming()
 	if v == nil {
-		if p.total() >= p.Config.MaxInstances {
-			p.emit(messages.EventExhausted, "", m.ID, fmt.Sprintf("no warm container and maxInstances (%d) reached", p.Config.MaxInstances))
+		if p.total() >= p.share.MaxInstances {
+			p.emit(messages.EventExhausted, "", m.ID, fmt.Sprintf("no warm container and maxInstances (%d) reached", p.share.MaxInstances))
 			m.Reply(messages.Lease{}, fmt.Errorf("%w: pool %s has no warm container and runs maxInstances (%d) containers; retry later",
-				messages.ErrExhausted, p.Config.Name, p.Config.MaxInstances))
+				messages.ErrExhausted, p.Config.Name, p.share.MaxInstances))
 			return
 		}
 		if now.Before(p.backoffUntil) {
@@ -629,7 +639,7 @@ func (p *poolActor) warmup(ctx actor.Context, m messages.Warmup) {
 		return
 	}
 	p.paused = false
-	n := max(min(m.Count, p.Config.MaxInstances-p.total()), 0)
+	n := max(min(m.Count, p.share.MaxInstances-p.total()), 0)
 	for range n {
 		p.spawn(ctx, nil, false)
 	}
@@ -946,7 +956,7 @@ func (p *poolActor) refill(ctx actor.Context) {
 	if p.paused || p.stopping != nil || p.now().Before(p.backoffUntil) {
 		return
 	}
-	for p.available() < p.Config.WarmTarget && p.total() < p.Config.MaxInstances {
+	for p.available() < p.share.WarmTarget && p.total() < p.share.MaxInstances {
 		p.spawn(ctx, nil, false)
 	}
 }
@@ -1109,7 +1119,7 @@ func (p *poolActor) stats() messages.Stats {
 		Type: messages.TypeStats, Pool: p.Config.Name, Node: p.Node,
 		Warm: p.counts[Warm], Acquired: p.counts[Acquired], Warming: p.counts[Warming], Draining: p.counts[Draining],
 		Total: p.total(), Started: p.started, Died: p.died, StartFailures: p.failures, LastError: p.lastErr,
-		Paused: p.paused, Config: p.Config,
+		Paused: p.paused, Config: p.Config, Share: p.share,
 	}
 	for _, s := range p.sessions {
 		st.Waiting += len(s.waiters)

@@ -759,3 +759,25 @@ func TestRestartWithReplaceStopsContainersWhoseLeaseEnded(t *testing.T) {
 		t.Fatal("a used container went to another session under onRelease: replace")
 	}
 }
+
+func TestShareOfTheClusterFigures(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 3, MaxInstances: 6}, nil)
+	r.waitStats(3, 0, 0, 0)
+	// Two more nodes join: this one keeps 1 of 3 warm and 2 of 6 at most.
+	r.pool.Send(messages.SetShare{WarmTarget: 1, MaxInstances: 2, Nodes: 3})
+	st := r.stats()
+	if st.Share.WarmTarget != 1 || st.Share.MaxInstances != 2 || st.Share.Nodes != 3 || st.Config.WarmTarget != 3 {
+		t.Fatalf("stats after the share: %+v", st)
+	}
+	// The pool keeps what it has (no container is stopped to come down),
+	// but starts nothing beyond its share.
+	r.acquire("a")
+	r.acquire("b")
+	r.acquire("c")
+	if _, err := r.pool.Acquire(r.ctx(), "d"); !errors.Is(err, messages.ErrExhausted) {
+		t.Fatalf("acquire beyond the share: %v; want ErrExhausted", err)
+	}
+	// The others leave: the whole figures come back, and the pool refills.
+	r.pool.Send(messages.SetShare{WarmTarget: 3, MaxInstances: 6, Nodes: 1})
+	r.waitStats(3, 3, 0, 0)
+}

@@ -35,6 +35,7 @@ const (
 	InputBackoff    = "backoff"
 	InputStop       = "stop"
 	InputTerminated = "terminated"
+	InputShare      = "share"
 )
 
 // Input is one message the pool actor handled, as recorded: what it was,
@@ -66,6 +67,8 @@ type Input struct {
 	Lease *LeaseInput `json:"lease,omitempty"`
 	// Stop: whether containers are left running.
 	Leave bool `json:"leave,omitempty"`
+	// Share: the node's new share of the pool.
+	Share *messages.SetShare `json:"share,omitempty"`
 
 	// NewIDs are the slot ids drawn while handling the input.
 	NewIDs []string `json:"new_ids,omitempty"`
@@ -163,6 +166,8 @@ func (p *poolActor) input(msg any) (in Input, ok bool) {
 		in.Kind, in.Count = InputWarmup, m.Count
 	case messages.ShutdownAll:
 		in.Kind = InputShutdown
+	case messages.SetShare:
+		in.Kind, in.Share = InputShare, &m
 	case slotEvent:
 		in.Kind = InputSlot
 		in.Slot = &SlotInput{Slot: m.Slot, Event: m.Event.String(), Handle: m.Handle, Reason: m.Reason}
@@ -220,6 +225,11 @@ func (in Input) message(reply func(any, error)) (any, error) {
 			return nil, err
 		}
 		return leaseWritten{id: in.Lease.ID, op: op, revision: in.Lease.Revision, expiresAt: in.Lease.ExpiresAt, err: errFromClass(in.Lease.Err)}, nil
+	case InputShare:
+		if in.Share == nil {
+			return nil, errors.New("share input without share")
+		}
+		return *in.Share, nil
 	case InputRefresh:
 		return refreshTick{}, nil
 	case InputBackoff:

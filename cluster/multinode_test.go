@@ -24,7 +24,7 @@ import (
 func TestTwoNodesShareSessions(t *testing.T) {
 	dir := t.TempDir()
 	web := testkit.DemoPool("web", 0)
-	web.WarmTarget, web.MaxInstances = 3, 20
+	web.WarmTarget, web.MaxInstances = 3, 40
 	start := func(name, url string) *cluster.Node {
 		o := cluster.Options{
 			NodeID: fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), DataDir: filepath.Join(dir, name),
@@ -46,7 +46,7 @@ func TestTwoNodesShareSessions(t *testing.T) {
 	defer func() {
 		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_ = b.Shutdown(c) // b first: it uses a's NATS server
+		_ = b.Shutdown(c) // b first (if still up): it uses a's NATS server
 		_ = a.Shutdown(c)
 		if kids := testkit.Children(); len(kids) > 0 {
 			t.Errorf("processes left: %v", kids)
@@ -58,6 +58,29 @@ func TestTwoNodesShareSessions(t *testing.T) {
 	}
 	defer nc.Close()
 	p := client.New(nc).Pool("web")
+
+	// The cluster-wide figures are shared: warmTarget 3 and maxInstances
+	// 40 split between the two live nodes.
+	shares := func() (warm, max, nodes int, err error) {
+		for _, n := range []*cluster.Node{a, b} {
+			st, err := n.Pool("web").Stats(ctx(t))
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			warm, max, nodes = warm+st.Share.WarmTarget, max+st.Share.MaxInstances, st.Share.Nodes
+		}
+		return warm, max, nodes, nil
+	}
+	testkit.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		warm, max, nodes, err := shares()
+		if err != nil || warm != 3 || max != 40 || nodes != 2 {
+			return fmt.Errorf("shares sum to warm=%d max=%d over %d nodes (%v); want 3, 40, 2", warm, max, nodes, err)
+		}
+		if len(a.Members()) != 2 || len(b.Members()) != 2 {
+			return fmt.Errorf("members %v / %v", a.Members(), b.Members())
+		}
+		return nil
+	})
 
 	const ids, each = 12, 6
 	var mu sync.Mutex
@@ -129,6 +152,21 @@ func TestTwoNodesShareSessions(t *testing.T) {
 			t.Fatalf("node %s still holds %d after every release", n.ID(), st.Acquired)
 		}
 	}
+	// b leaves: a takes the whole figures back at once.
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	left := time.Now()
+	if err := b.Shutdown(c); err != nil {
+		t.Fatal(err)
+	}
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		st, err := a.Pool("web").Stats(ctx(t))
+		if err != nil || st.Share.WarmTarget != 3 || st.Share.MaxInstances != 40 || st.Share.Nodes != 1 {
+			return fmt.Errorf("a's share %+v (%v)", st.Share, err)
+		}
+		return nil
+	})
+	t.Logf("a took b's share back %s after b began to leave", time.Since(left).Round(time.Millisecond))
 }
 
 // TestDeadNodesExpiredLeaseIsEnded: a session whose node is gone gets a new

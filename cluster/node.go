@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -74,6 +75,11 @@ type Options struct {
 	// first; default no cap (EventsMaxAge bounds it). JetStream reserves a
 	// cap on disk.
 	EventsMaxBytes int64 `json:"events_max_bytes"`
+	// HeartbeatInterval and DeadAfter: how often the node says it is alive,
+	// and how long a silent node counts as live (defaults 1s and 5s). The
+	// pools' warmTarget and maxInstances are shared among the live nodes.
+	HeartbeatInterval time.Duration `json:"heartbeat_interval"`
+	DeadAfter         time.Duration `json:"dead_after"`
 	// Record, when set, is a file to record every pool's inputs to, for
 	// `warmpool replay` (see actors.Replay). It is created or truncated.
 	Record string `json:"record,omitempty"`
@@ -93,7 +99,11 @@ type Node struct {
 	owned    []ownedDriver
 	recorder *actors.WriterRecorder
 	leases   *LeaseKV
-	url      string
+	members  *Membership
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+	url          string
 
 	stopPurge context.CancelFunc
 	// events publishes the pools' events; unlock frees the data dir.
@@ -261,6 +271,12 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err := n.serve(); err != nil {
 		return nil, err
 	}
+	if n.members, err = NewMembership(n.nc, MembershipOptions{
+		Node: o.NodeID, Interval: o.HeartbeatInterval, DeadAfter: o.DeadAfter, Logger: n.log,
+		Load: n.loads, OnChange: n.reshare,
+	}); err != nil {
+		return nil, err
+	}
 	purgeCtx, stopPurge := context.WithCancel(context.Background())
 	n.stopPurge = stopPurge
 	go n.purgeLoop(purgeCtx, leases, snapshots)
@@ -357,7 +373,19 @@ func (n *Node) PoolNames() []string {
 // connection; stop the embedded server; free the data dir. ctx bounds the
 // wait.
 func (n *Node) Shutdown(ctx context.Context) error {
+	n.shutdownOnce.Do(func() { n.shutdownErr = n.shutdown(ctx) })
+	return n.shutdownErr
+}
+
+// shutdown is Shutdown's one run; Shutdown may be called again.
+func (n *Node) shutdown(ctx context.Context) error {
 	var errs []error
+	if n.members != nil {
+		// The others take over this node's share at once.
+		if err := n.members.Leave(ctx); err != nil {
+			n.members.Close()
+		}
+	}
 	if n.stopPurge != nil {
 		n.stopPurge()
 	}
@@ -422,6 +450,43 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	n.log.Info("warmpool stopped")
 	return errors.Join(errs...)
+}
+
+// loads is what the node's heartbeat says of its pools.
+func (n *Node) loads() map[string]PoolLoad {
+	out := map[string]PoolLoad{}
+	for name, p := range n.pools {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		st, err := p.Stats(ctx)
+		cancel()
+		if err == nil {
+			out[name] = PoolLoad{Warm: st.Warm, Warming: st.Warming, Acquired: st.Acquired, Total: st.Total}
+		}
+	}
+	return out
+}
+
+// reshare gives every pool its share of the cluster-wide figures when the
+// live nodes change. Every node computes the same split from the same set.
+func (n *Node) reshare(live []string) {
+	for _, c := range n.opts.Pools {
+		if p := n.pools[c.Name]; p != nil {
+			p.Send(messages.SetShare{
+				WarmTarget:   Share(c.WarmTarget, live, n.opts.NodeID),
+				MaxInstances: Share(c.MaxInstances, live, n.opts.NodeID),
+				Nodes:        len(live),
+			})
+		}
+	}
+	n.log.Info("live nodes changed", "nodes", strings.Join(live, ","))
+}
+
+// Members lists the live nodes, this one included.
+func (n *Node) Members() []Member {
+	if n.members == nil {
+		return nil
+	}
+	return n.members.Live()
 }
 
 // ownedDriver is a driver the node made and finishes: Detach leaves its

@@ -38,3 +38,13 @@ type Warmup struct {
 type ShutdownAll struct {
 	Reply func(ShutdownReply, error) `json:"-"`
 }
+
+// SetShare sets this node's share of a pool's cluster-wide warmTarget and
+// maxInstances, computed from the live nodes (see cluster.Share). A pool
+// starts with the whole of both, as a node that is alone.
+type SetShare struct {
+	WarmTarget   int `json:"warm_target"`
+	MaxInstances int `json:"max_instances"`
+	// Nodes is how many live nodes share the pool.
+	Nodes int `json:"nodes"`
+}

@@ -101,6 +101,9 @@ type Stats struct {
 	BackoffUntil *time.Time `json:"backoff_until,omitempty"`
 	// LastError is the most recent start failure, if any.
 	LastError string `json:"last_error,omitempty"`
+	// Share is this node's part of the pool's warmTarget and maxInstances
+	// (Config holds the cluster-wide figures).
+	Share SetShare `json:"share"`
 	// Paused is true after shutdown: the pool keeps no container warm until
 	// the next acquire or warmup.
 	Paused bool       `json:"paused"`

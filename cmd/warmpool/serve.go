@@ -31,6 +31,8 @@ func (c *cli) serve(args []string) int {
 	syncMode := fs.String("sync", "always", "embedded NATS fsync: always (every lease write survives a machine crash) or periodic (faster; may lose recent writes on a crash)")
 	eventsMaxAge := fs.Duration("events-max-age", 24*time.Hour, "how long the event stream keeps events")
 	eventsMaxBytes := fs.Int64("events-max-bytes", -1, "size cap of the event stream in bytes, oldest first (-1: none; a cap is reserved on disk)")
+	heartbeat := fs.Duration("heartbeat", time.Second, "how often the node tells the others it is alive")
+	deadAfter := fs.Duration("dead-after", 5*time.Second, "how long a silent node counts as live (more than twice --heartbeat)")
 	record := fs.String("record", "", "record every pool's inputs to this file (JSON lines) for `warmpool replay`")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
@@ -64,17 +66,19 @@ func (c *cli) serve(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	node, err := cluster.Start(ctx, cluster.Options{
-		NodeID:         *nodeID,
-		DataDir:        *dataDir,
-		NATSURL:        *natsURL,
-		NATSListen:     *natsListen,
-		Pools:          file.Pools,
-		Logger:         logger,
-		OnExit:         actors.OnExit(*onExit),
-		Record:         *record,
-		EventsMaxAge:   *eventsMaxAge,
-		EventsMaxBytes: *eventsMaxBytes,
-		SyncPeriodic:   *syncMode == "periodic",
+		NodeID:            *nodeID,
+		DataDir:           *dataDir,
+		NATSURL:           *natsURL,
+		NATSListen:        *natsListen,
+		Pools:             file.Pools,
+		Logger:            logger,
+		OnExit:            actors.OnExit(*onExit),
+		Record:            *record,
+		EventsMaxAge:      *eventsMaxAge,
+		HeartbeatInterval: *heartbeat,
+		DeadAfter:         *deadAfter,
+		EventsMaxBytes:    *eventsMaxBytes,
+		SyncPeriodic:      *syncMode == "periodic",
 	})
 	if err != nil {
 		return c.fail(fmt.Errorf("start the node: %w", err))
