@@ -355,6 +355,10 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 		p.refill(ctx)
 		return
 	}
+	if m.NoColdStart {
+		m.Reply(messages.Lease{}, fmt.Errorf("%w: %w: pool %s", messages.ErrNotReady, ErrNoWarm, p.Config.Name))
+		return
+	}
 	// Nothing warm: wait for a container that is already starting, else
 	// start one, else the pool is full.
 	v := p.popWarming()

@@ -22,6 +22,9 @@ var (
 	// ErrRevisionMismatch: the stored lease changed since the revision the
 	// writer holds; the writer lost it and must not use it.
 	ErrRevisionMismatch = errors.New("lease revision mismatch")
+	// ErrNoWarm: an acquire with NoColdStart found nothing warm for a new
+	// session. It wraps messages.ErrNotReady where it reaches a caller.
+	ErrNoWarm = errors.New("no warm container here")
 )
 
 // LeaseRecord is a lease as stored: what recovery needs to give the session

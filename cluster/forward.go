@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,13 +25,30 @@ func nodeSubject(node, pool, verb string) string {
 // holds the session's lease, when several nodes share a NATS system and the
 // queue group brought the request here.
 type forwarding struct {
-	node   *Node
-	reply  replier
-	pool   string
-	verb   string
-	id     string
-	data   []byte
-	direct bool // already forwarded once: answer here
+	node  *Node
+	reply replier
+	pool  string
+	verb  string
+	id    string
+	data  []byte
+	// hops counts how often the request was forwarded; a request is
+	// forwarded at most maxHops times, so forwards never loop.
+	hops int
+}
+
+// hopsHeader carries a forwarded request's hop count.
+const hopsHeader = "Warmpool-Hops"
+
+// maxHops bounds forwarding: to a node with a warm container, then at most
+// once more, to the lease's holder.
+const maxHops = 2
+
+func hopsOf(h string) int {
+	n, err := strconv.Atoi(h)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // orForward answers from the local pool, unless the local pool does not
@@ -40,7 +58,7 @@ type forwarding struct {
 // full; only then is the lease read, so the hot path reads nothing.
 func orForward[T any](fw forwarding) func(T, error) {
 	answer := respond[T](fw.reply)
-	if fw.direct || fw.node.leases == nil {
+	if fw.hops >= maxHops || fw.node.leases == nil {
 		return answer
 	}
 	return func(v T, err error) {
@@ -77,13 +95,62 @@ func (fw forwarding) forward() bool {
 		}
 		return false
 	}
-	msg, err := fw.node.nc.RequestMsgWithContext(ctx, &nats.Msg{
-		Subject: nodeSubject(l.Record.Node, fw.pool, fw.verb), Data: fw.data,
-	})
+	return fw.to(ctx, l.Record.Node)
+}
+
+// to sends the request to node and relays its reply; false if node did not
+// answer.
+func (fw forwarding) to(ctx context.Context, node string) bool {
+	req := &nats.Msg{Subject: nodeSubject(node, fw.pool, fw.verb), Data: fw.data, Header: nats.Header{}}
+	req.Header.Set(hopsHeader, strconv.Itoa(fw.hops+1))
+	msg, err := fw.node.nc.RequestMsgWithContext(ctx, req)
 	if err != nil {
-		fw.node.log.Debug("forwarding to the lease's node failed", "pool", fw.pool, "session", fw.id, "holder", l.Record.Node, "err", err)
+		fw.node.log.Debug("forwarding failed", "pool", fw.pool, "session", fw.id, "to", node, "err", err)
 		return false
 	}
 	fw.reply.publish(&nats.Msg{Data: msg.Data, Header: msg.Header})
 	return true
+}
+
+// placeOr is the reply of an acquire sent with NoColdStart: when the pool
+// has nothing warm for the new session, the request goes to a node that
+// has (by its last heartbeat); if that fails, or there is none any more,
+// the local pool serves it after all, cold start included.
+func placeOr(fw forwarding, pool *actors.Pool) func(messages.Lease, error) {
+	local := orForward[messages.Lease](fw)
+	return func(l messages.Lease, err error) {
+		if !errors.Is(err, actors.ErrNoWarm) {
+			local(l, err)
+			return
+		}
+		go func() {
+			if target := fw.node.warmElsewhere(fw.pool); target != "" {
+				ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+				defer cancel()
+				if fw.to(ctx, target) {
+					return
+				}
+			}
+			pool.Send(messages.Acquire{ID: fw.id, Reply: local})
+		}()
+	}
+}
+
+// warmElsewhere names the live node, other than this one, with the most warm
+// containers of pool by its last heartbeat (ties to the first id); "" when
+// none has any.
+func (n *Node) warmElsewhere(pool string) string {
+	if n.members == nil {
+		return ""
+	}
+	best, most := "", 0
+	for _, m := range n.members.Live() {
+		if m.Node == n.opts.NodeID {
+			continue
+		}
+		if w := m.Pools[pool].Warm; w > most {
+			best, most = m.Node, w
+		}
+	}
+	return best
 }

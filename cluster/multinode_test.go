@@ -231,3 +231,80 @@ func TestDeadNodesExpiredLeaseIsEnded(t *testing.T) {
 		return nil
 	})
 }
+
+// TestNewSessionsGoWhereTheWarmContainersAre: with warmTarget 1 over two
+// nodes, sessions that land on a node with nothing warm are served by the
+// node with the warm container, not by a cold start.
+func TestNewSessionsGoWhereTheWarmContainersAre(t *testing.T) {
+	dir := t.TempDir()
+	web := testkit.DemoPool("web", 300*time.Millisecond)
+	web.WarmTarget, web.MaxInstances = 1, 10
+	var nodes []*cluster.Node
+	for i, name := range []string{"a", "b"} {
+		o := cluster.Options{
+			NodeID: fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), DataDir: filepath.Join(dir, name),
+			Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitStop,
+			HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 500 * time.Millisecond,
+		}
+		if i == 0 {
+			o.NATSListen = "127.0.0.1:-1"
+		} else {
+			o.NATSURL = nodes[0].ClientURL()
+		}
+		n, err := cluster.Start(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	a, b := nodes[0], nodes[1]
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = b.Shutdown(c)
+		_ = a.Shutdown(c)
+		if kids := testkit.Children(); len(kids) > 0 {
+			t.Errorf("processes left: %v", kids)
+		}
+	}()
+	// b may have warmed a container before it heard of a (a node alone
+	// holds the whole share): empty it, so that only a has a warm one.
+	if _, err := b.Pool("web").ShutdownAll(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	// a holds the warm containers; b knows it from a's heartbeats, which
+	// lag by up to one interval: placement goes by what b last heard.
+	aIsWarm := func() {
+		testkit.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			for _, m := range b.Members() {
+				if m.Node == a.ID() && m.Pools["web"].Warm >= 1 {
+					return nil
+				}
+			}
+			return fmt.Errorf("b sees %+v", b.Members())
+		})
+	}
+	nc, err := nats.Connect(a.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	p := client.New(nc).Pool("web")
+	for i := range 12 {
+		id := fmt.Sprintf("s%d", i)
+		aIsWarm()
+		l, err := p.GetContainer(ctx(t), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Cold {
+			t.Fatalf("session %s waited for a cold start on %s while a warm container was free", id, l.Node)
+		}
+		if _, err := p.ReleaseContainer(ctx(t), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, _ := b.Pool("web").Stats(ctx(t)); st.Total != 0 {
+		t.Fatalf("b runs %d containers; every session had a warm one on a", st.Total)
+	}
+}

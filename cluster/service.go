@@ -62,7 +62,9 @@ func (n *Node) handle(req micro.Request) {
 	// for a request another node forwarded here: that one is served here
 	// and never forwarded again.
 	direct := len(tokens) == 6 && tokens[2] == "node"
+	hops := 0
 	if direct {
+		hops = max(1, hopsOf(req.Headers().Get(hopsHeader)))
 		tokens = []string{tokens[0], tokens[1], tokens[4], tokens[5]}
 	}
 	if len(tokens) != 4 {
@@ -87,9 +89,15 @@ func (n *Node) handle(req micro.Request) {
 			reply.fail(err)
 			return
 		}
-		fw := forwarding{node: n, reply: reply, pool: poolName, verb: verb, id: body.ID, data: data, direct: direct}
+		fw := forwarding{node: n, reply: reply, pool: poolName, verb: verb, id: body.ID, data: data, hops: hops}
 		switch verb {
 		case messages.VerbAcquire:
+			if !direct && n.warmElsewhere(poolName) != "" {
+				// Another node has a warm container: a new session goes
+				// there rather than waiting for a cold start here.
+				pool.Send(messages.Acquire{ID: body.ID, NoColdStart: true, Reply: placeOr(fw, pool)})
+				break
+			}
 			pool.Send(messages.Acquire{ID: body.ID, Reply: orForward[messages.Lease](fw)})
 		case messages.VerbRenew:
 			pool.Send(messages.Renew{ID: body.ID, Reply: orForward[messages.Lease](fw)})

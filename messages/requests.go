@@ -7,8 +7,12 @@ package messages
 // Acquire asks for the container of session ID: the one it already holds,
 // else a warm one, else a cold start.
 type Acquire struct {
-	ID    string             `json:"id"`
-	Reply func(Lease, error) `json:"-"`
+	ID string `json:"id"`
+	// NoColdStart asks the pool not to start a container for a new session:
+	// with nothing warm it answers at once (actors.ErrNoWarm), so that the
+	// node can send the session to another node that has a warm one.
+	NoColdStart bool               `json:"no_cold_start,omitempty"`
+	Reply       func(Lease, error) `json:"-"`
 }
 
 // Release ends the lease of session ID.
