@@ -96,10 +96,10 @@ func (p *poolActor) recover(ctx actor.Context) {
 		bySnapshot := ok && (s.State == Warm.String() || s.State == Acquired.String()) &&
 			s.Handle.ID == f.Handle.ID && s.Handle.StartID == f.Handle.StartID
 		byLease := isLeased && l.ContainerID == f.Handle.ID && l.StartID == f.Handle.StartID
-		// A container a session used, whose lease is over, goes back to the
-		// pool only where a release would put it back: with onRelease
-		// replace it is stopped, so no state passes between sessions.
-		used := ok && s.State == Acquired.String() && !byLease && p.Config.OnRelease == messages.OnReleaseReplace
+		// A container a session used whose lease is over (expired while the
+		// node was down, or revoked by another node while this one was
+		// declared dead) is stopped, never handed to another session.
+		used := ok && s.State == Acquired.String() && !byLease
 		keep := (bySnapshot || byLease) && !used && p.slots[f.Slot] == nil
 		if keep {
 			p.spawn(ctx, &f, false)

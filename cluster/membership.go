@@ -93,6 +93,9 @@ type MembershipOptions struct {
 	// once at start, then each time the set changes, in order, from one
 	// goroutine. It must not call Close or Leave.
 	OnChange func(live []string) `json:"-"`
+	// OnDead, when set, is called with the id of a node declared dead by
+	// silence (not one that left), from its own goroutine.
+	OnDead func(node string) `json:"-"`
 }
 
 func (o MembershipOptions) withDefaults() MembershipOptions {
@@ -337,6 +340,9 @@ func (m *Membership) expire(now time.Time) {
 	m.mu.Unlock()
 	for _, id := range dead {
 		m.log.Warn("node declared dead", "member", id, "dead_after", m.o.DeadAfter)
+		if m.o.OnDead != nil {
+			go m.o.OnDead(id)
+		}
 	}
 	if len(dead) > 0 {
 		m.notify()

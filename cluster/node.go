@@ -273,7 +273,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	}
 	if n.members, err = NewMembership(n.nc, MembershipOptions{
 		Node: o.NodeID, Interval: o.HeartbeatInterval, DeadAfter: o.DeadAfter, Logger: n.log,
-		Load: n.loads, OnChange: n.reshare,
+		Load: n.loads, OnChange: n.reshare, OnDead: n.revokeDead,
 	}); err != nil {
 		return nil, err
 	}
@@ -479,6 +479,35 @@ func (n *Node) reshare(live []string) {
 		}
 	}
 	n.log.Info("live nodes changed", "nodes", strings.Join(live, ","))
+}
+
+// revokeDead ends the leases of a node declared dead, so that its sessions
+// get new containers at their next acquire. One node does it, the live one
+// with the lowest id, so that the deletes do not race; each delete is at
+// the lease's revision, so a lease the node renewed after all (it was only
+// slow) is kept. A node that comes back finds its leases gone and stops the
+// containers they held.
+func (n *Node) revokeDead(dead string) {
+	live := n.Members()
+	if len(live) == 0 || live[0].Node != n.opts.NodeID || n.leases == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range n.opts.Pools {
+		leases, err := n.leases.List(ctx, c.Name)
+		if err != nil && len(leases) == 0 {
+			n.log.Warn("listing leases to revoke failed", "pool", c.Name, "dead", dead, "err", err)
+			continue
+		}
+		revoked := 0
+		for _, l := range leases {
+			if l.Record.Node == dead && n.leases.Delete(ctx, c.Name, l.Record.ID, l.Revision) == nil {
+				revoked++
+			}
+		}
+		n.log.Warn("revoked a dead node's leases", "pool", c.Name, "dead", dead, "revoked", revoked)
+	}
 }
 
 // Members lists the live nodes, this one included.

@@ -26,6 +26,7 @@ import (
 // TestMain lets the test binary be the demo app: serve's default pool runs
 // os.Executable() demo-app, which under go test is this binary.
 func TestMain(m *testing.M) {
+	testkit.RunDemoAppIfChild() // for pools made with testkit.DemoPool
 	// The test binary stands in for the warmpool binary: as a pool's demo
 	// container, and as a node process that a test can SIGKILL.
 	if len(os.Args) > 1 && (os.Args[1] == "demo-app" || os.Args[1] == "serve") {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -37,11 +38,17 @@ type nodeProc struct {
 	nodeID string
 }
 
-func startNodeProc(t *testing.T, dir, cfg, nodeID, listen string) *nodeProc {
+func startNodeProc(t *testing.T, dir, cfg, nodeID, listen string, extra ...string) *nodeProc {
 	t.Helper()
 	n := &nodeProc{t: t, log: &syncBuffer{}, done: make(chan struct{}), url: "nats://" + listen, dir: dir, cfg: cfg, nodeID: nodeID}
-	n.cmd = exec.Command(os.Args[0], "serve", "--data-dir", dir, "--config", cfg, "--node-id", nodeID,
-		"--nats-listen", listen, "--log-level", "debug")
+	args := []string{"serve", "--data-dir", dir, "--config", cfg, "--node-id", nodeID, "--log-level", "debug"}
+	if strings.HasPrefix(listen, "nats://") {
+		n.url = listen
+		args = append(args, "--nats-url", listen)
+	} else {
+		args = append(args, "--nats-listen", listen)
+	}
+	n.cmd = exec.Command(os.Args[0], append(args, extra...)...)
 	n.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {

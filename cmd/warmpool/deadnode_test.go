@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/warmpool/warmpool/actors"
+	"github.com/warmpool/warmpool/client"
+	"github.com/warmpool/warmpool/cluster"
+	"github.com/warmpool/warmpool/messages"
+	"github.com/warmpool/warmpool/testkit"
+)
+
+// TestDeadNodeSessionsMove: two nodes on one NATS server, one a real
+// process. It is killed with SIGKILL: the other declares it dead within the
+// configured time, takes its share, revokes its leases, and its sessions
+// get new containers; the live node's sessions keep theirs.
+func TestDeadNodeSessionsMove(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real node process")
+	}
+	dir := t.TempDir()
+	web := testkit.DemoPool("web", 0)
+	web.WarmTarget, web.MaxInstances = 4, 20
+	a, err := cluster.Start(context.Background(), cluster.Options{
+		NodeID: fmt.Sprintf("a-%d-%d", os.Getpid(), time.Now().UnixNano()), DataDir: filepath.Join(dir, "a"),
+		NATSListen: "127.0.0.1:-1", Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitStop,
+		HeartbeatInterval: 100 * time.Millisecond, DeadAfter: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = a.Shutdown(c)
+	}()
+	cfg := filepath.Join(dir, "pools.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`pools:
+  web:
+    command: [%q, "demo-app"]
+    env: {GORACE: "atexit_sleep_ms=0"}
+    readyPath: /healthz
+    warmTarget: 4
+    maxInstances: 20
+    stopGrace: 1s
+`, os.Args[0])), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bID := fmt.Sprintf("b-%d-%d", os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() { killContainers(bID) })
+	b := startNodeProc(t, filepath.Join(dir, "b"), cfg, bID, a.ClientURL(), "--heartbeat", "100ms", "--dead-after", "1s")
+
+	nc, err := nats.Connect(a.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	p := client.New(nc).Pool("web")
+	testkit.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if len(a.Members()) != 2 {
+			return fmt.Errorf("a sees %d members", len(a.Members()))
+		}
+		return nil
+	})
+	held := map[string]messages.Lease{}
+	onB, onA := 0, 0
+	for i := 0; i < 40 && (onA < 3 || onB < 3); i++ {
+		l, err := p.GetContainer(ctx(t), fmt.Sprintf("s%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[l.ID] = l
+		if l.Node == bID {
+			onB++
+		} else {
+			onA++
+		}
+	}
+	if onA == 0 || onB == 0 {
+		t.Fatalf("sessions on a: %d, on b: %d; want some on each", onA, onB)
+	}
+
+	killed := time.Now()
+	b.kill()
+	testkit.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if st, _ := a.Pool("web").Stats(ctx(t)); st.Share.Nodes != 1 || st.Share.WarmTarget != 4 {
+			return fmt.Errorf("a's share %+v", st.Share)
+		}
+		return nil
+	})
+	detected := time.Since(killed)
+	var servedAgain time.Duration
+	for id, was := range held {
+		l, err := p.GetContainer(ctx(t), id)
+		for err != nil && time.Since(killed) < 20*time.Second {
+			time.Sleep(50 * time.Millisecond) // not_ready until the revocation lands
+			l, err = p.GetContainer(ctx(t), id)
+		}
+		if err != nil {
+			t.Fatalf("%s after b died: %v", id, err)
+		}
+		if was.Node == a.ID() && l.Endpoint != was.Endpoint {
+			t.Fatalf("%s lost its container on the live node", id)
+		}
+		if was.Node == bID {
+			if l.Node != a.ID() || l.Endpoint == was.Endpoint {
+				t.Fatalf("%s of the dead node got %+v", id, l)
+			}
+			servedAgain = max(servedAgain, time.Since(killed))
+		}
+	}
+	t.Logf("dead node detected %s after SIGKILL (dead-after 1s); its %d sessions served again within %s",
+		detected.Round(time.Millisecond), onB, servedAgain.Round(time.Millisecond))
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
