@@ -61,6 +61,7 @@ type PoolLoad struct {
 	Warm     int `json:"warm"`
 	Warming  int `json:"warming"`
 	Acquired int `json:"acquired"`
+	Draining int `json:"draining"`
 	Total    int `json:"total"`
 }
 

@@ -135,6 +135,21 @@ func TestTwoNodesShareSessions(t *testing.T) {
 	if total != ids {
 		t.Fatalf("the nodes hold %d acquired containers; want %d", total, ids)
 	}
+	// stats over NATS answers for the cluster, with a breakdown by node.
+	testkit.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st, err := p.Stats(ctx(t))
+		if err != nil {
+			return err
+		}
+		sum := 0
+		for _, c := range st.Nodes {
+			sum += c.Acquired
+		}
+		if st.Acquired != ids || len(st.Nodes) != 2 || sum != ids {
+			return fmt.Errorf("cluster stats acquired=%d over %d nodes (sum %d); want %d over 2", st.Acquired, len(st.Nodes), sum, ids)
+		}
+		return nil
+	})
 	// Renew and release reach the holder whichever node NATS picks.
 	for i := range ids {
 		id := fmt.Sprintf("s%d", i)

@@ -460,7 +460,7 @@ func (n *Node) loads() map[string]PoolLoad {
 		st, err := p.Stats(ctx)
 		cancel()
 		if err == nil {
-			out[name] = PoolLoad{Warm: st.Warm, Warming: st.Warming, Acquired: st.Acquired, Total: st.Total}
+			out[name] = PoolLoad{Warm: st.Warm, Warming: st.Warming, Acquired: st.Acquired, Draining: st.Draining, Total: st.Total}
 		}
 	}
 	return out

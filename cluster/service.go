@@ -105,7 +105,13 @@ func (n *Node) handle(req micro.Request) {
 			pool.Send(messages.Release{ID: body.ID, Reply: orForward[messages.Released](fw)})
 		}
 	case messages.VerbStats:
-		pool.Send(messages.GetStats{Reply: respond[messages.Stats](reply)})
+		answer := respond[messages.Stats](reply)
+		pool.Send(messages.GetStats{Reply: func(st messages.Stats, err error) {
+			if err == nil {
+				st = n.clusterStats(poolName, st)
+			}
+			answer(st, err)
+		}})
 	case messages.VerbWarmup:
 		var body struct {
 			Count *int `json:"count"`
@@ -191,4 +197,35 @@ func (r replier) publish(msg *nats.Msg) {
 		// The requester times out and retries; there is no one else to tell.
 		r.node.log.Warn("publishing a reply failed", "subject", r.subject, "err", err)
 	}
+}
+
+// clusterStats turns this node's stats of a pool into the cluster's: the
+// other live nodes' counts from their last heartbeats, summed, with a
+// breakdown by node. A node alone answers its own stats unchanged.
+func (n *Node) clusterStats(pool string, local messages.Stats) messages.Stats {
+	if n.members == nil {
+		return local
+	}
+	live := n.members.Live()
+	if len(live) < 2 {
+		return local
+	}
+	st := local
+	st.Warm, st.Acquired, st.Warming, st.Draining, st.Total = 0, 0, 0, 0, 0
+	for _, m := range live {
+		c := messages.NodeCounts{Node: m.Node}
+		if m.Node == n.opts.NodeID {
+			c.Warm, c.Acquired, c.Warming, c.Draining, c.Total = local.Warm, local.Acquired, local.Warming, local.Draining, local.Total
+		} else {
+			l := m.Pools[pool]
+			c.Warm, c.Acquired, c.Warming, c.Draining, c.Total = l.Warm, l.Acquired, l.Warming, l.Draining, l.Total
+		}
+		st.Nodes = append(st.Nodes, c)
+		st.Warm += c.Warm
+		st.Acquired += c.Acquired
+		st.Warming += c.Warming
+		st.Draining += c.Draining
+		st.Total += c.Total
+	}
+	return st
 }

@@ -101,6 +101,10 @@ type Stats struct {
 	BackoffUntil *time.Time `json:"backoff_until,omitempty"`
 	// LastError is the most recent start failure, if any.
 	LastError string `json:"last_error,omitempty"`
+	// Nodes breaks the counts down by node when several nodes run the pool;
+	// then the counts above are the sums over the live nodes (other nodes'
+	// as of their last heartbeat). Empty for a node alone.
+	Nodes []NodeCounts `json:"nodes,omitempty"`
 	// Share is this node's part of the pool's warmTarget and maxInstances
 	// (Config holds the cluster-wide figures).
 	Share SetShare `json:"share"`
@@ -127,4 +131,14 @@ type ShutdownReply struct {
 	// Stopped counts containers told to stop; LeasesEnded the leases ended.
 	Stopped     int `json:"stopped"`
 	LeasesEnded int `json:"leases_ended"`
+}
+
+// NodeCounts is one node's counts of a pool in Stats.
+type NodeCounts struct {
+	Node     string `json:"node"`
+	Warm     int    `json:"warm"`
+	Acquired int    `json:"acquired"`
+	Warming  int    `json:"warming"`
+	Draining int    `json:"draining"`
+	Total    int    `json:"total"`
 }
