@@ -345,6 +345,10 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 		}
 		return
 	}
+	if m.StickyOnly {
+		m.Reply(messages.Lease{}, fmt.Errorf("%w: %w: pool %s takes no new session here", messages.ErrNotReady, ErrNoWarm, p.Config.Name))
+		return
+	}
 	p.paused = false
 	if v := p.popWarm(); v != nil {
 		s := &session{id: m.ID, slot: v.id, state: leased, waiters: []func(messages.Lease, error){m.Reply}}

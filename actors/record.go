@@ -60,6 +60,7 @@ type Input struct {
 	ID          string `json:"id,omitempty"`
 	Count       int    `json:"count,omitempty"`
 	NoColdStart bool   `json:"no_cold_start,omitempty"`
+	StickyOnly  bool   `json:"sticky_only,omitempty"`
 	// Start: what recovery started from.
 	Recovery *Recovery `json:"recovery,omitempty"`
 	// Slot: a slot's report (Kind "slot", "terminated").
@@ -156,7 +157,7 @@ func (p *poolActor) input(msg any) (in Input, ok bool) {
 	case *actor.Started:
 		in.Kind, in.Recovery = InputStart, p.Recovery
 	case messages.Acquire:
-		in.Kind, in.ID, in.NoColdStart = InputAcquire, m.ID, m.NoColdStart
+		in.Kind, in.ID, in.NoColdStart, in.StickyOnly = InputAcquire, m.ID, m.NoColdStart, m.StickyOnly
 	case messages.Release:
 		in.Kind, in.ID = InputRelease, m.ID
 	case messages.Renew:
@@ -197,7 +198,7 @@ func (p *poolActor) input(msg any) (in Input, ok bool) {
 func (in Input) message(reply func(any, error)) (any, error) {
 	switch in.Kind {
 	case InputAcquire:
-		return messages.Acquire{ID: in.ID, NoColdStart: in.NoColdStart, Reply: func(l messages.Lease, err error) { reply(l, err) }}, nil
+		return messages.Acquire{ID: in.ID, NoColdStart: in.NoColdStart, StickyOnly: in.StickyOnly, Reply: func(l messages.Lease, err error) { reply(l, err) }}, nil
 	case InputRelease:
 		return messages.Release{ID: in.ID, Reply: func(r messages.Released, err error) { reply(r, err) }}, nil
 	case InputRenew:

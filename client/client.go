@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -102,6 +103,9 @@ type Pool struct {
 // Name returns the pool's name.
 func (p *Pool) Name() string { return p.name }
 
+// Client is the client the pool belongs to.
+func (p *Pool) Client() *Client { return p.c }
+
 // GetContainer acquires a container for the session id: the same id gets the
 // same container until it is released or its lease expires. When no container
 // is warm it waits for a cold start (Lease.Cold is then true).
@@ -161,22 +165,36 @@ func (p *Pool) session(ctx context.Context, verb, id, wantType string, out any) 
 
 // call sends one request and decodes its reply into out, which must be a
 // pointer to a reply struct whose type string is wantType.
+// Drain tells node to stop taking new sessions, serve its sessions until
+// their leases end, then leave; its share of the pools goes to the others.
+func (c *Client) Drain(ctx context.Context, node string) (messages.DrainReply, error) {
+	var r messages.DrainReply
+	if node == "" || strings.ContainsAny(node, ".*> \t") {
+		return r, fmt.Errorf("drain: %w: %q is not a node id", ErrBadRequest, node)
+	}
+	return r, c.request(ctx, messages.DrainSubject(node), struct{}{}, messages.TypeDraining, &r)
+}
+
 func (p *Pool) call(ctx context.Context, verb string, body any, wantType string, out any) error {
 	if err := messages.ValidatePoolName(p.name); err != nil {
 		return fmt.Errorf("%s: %w: %v", verb, ErrBadRequest, err)
 	}
-	subject := messages.Subject(p.name, verb)
+	return p.c.request(ctx, messages.Subject(p.name, verb), body, wantType, out)
+}
+
+// request sends one request and decodes its reply or its error.
+func (c *Client) request(ctx context.Context, subject string, body any, wantType string, out any) error {
 	data, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("%s: encode the request: %w", subject, err)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.c.timeout)
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
 	start := time.Now()
-	msg, err := p.c.nc.RequestWithContext(ctx, subject, data)
+	msg, err := c.nc.RequestWithContext(ctx, subject, data)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return &noNodeError{subject: subject}

@@ -124,7 +124,11 @@ func placeOr(fw forwarding, pool *actors.Pool) func(messages.Lease, error) {
 			return
 		}
 		go func() {
-			if target := fw.node.warmElsewhere(fw.pool); target != "" {
+			target := fw.node.warmElsewhere(fw.pool)
+			if target == "" && fw.node.draining.Load() {
+				target = fw.node.servingElsewhere()
+			}
+			if target != "" {
 				ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 				defer cancel()
 				if fw.to(ctx, target) {
@@ -145,7 +149,7 @@ func (n *Node) warmElsewhere(pool string) string {
 	}
 	best, most := "", 0
 	for _, m := range n.members.Live() {
-		if m.Node == n.opts.NodeID {
+		if m.Node == n.opts.NodeID || m.Draining {
 			continue
 		}
 		if w := m.Pools[pool].Warm; w > most {
@@ -153,4 +157,18 @@ func (n *Node) warmElsewhere(pool string) string {
 		}
 	}
 	return best
+}
+
+// servingElsewhere names the first live node, other than this one, that is
+// not draining; "" when there is none.
+func (n *Node) servingElsewhere() string {
+	if n.members == nil {
+		return ""
+	}
+	for _, m := range n.members.Live() {
+		if m.Node != n.opts.NodeID && !m.Draining {
+			return m.Node
+		}
+	}
+	return ""
 }

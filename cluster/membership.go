@@ -72,6 +72,9 @@ type Member struct {
 	// LastSeen is the local time its last heartbeat arrived (for itself,
 	// when it last sent one): the sender's clock is never trusted.
 	LastSeen time.Time `json:"last_seen"`
+	// Draining: the node takes no new sessions and leaves when its last
+	// lease ends.
+	Draining bool `json:"draining"`
 }
 
 // MembershipOptions configure a Membership. Zero fields take the defaults.
@@ -90,9 +93,10 @@ type MembershipOptions struct {
 	// Load, when set, is called before each heartbeat for what this node
 	// reports of its pools.
 	Load func() map[string]PoolLoad `json:"-"`
-	// OnChange, when set, is called with the sorted ids of the live nodes:
-	// once at start, then each time the set changes, in order, from one
-	// goroutine. It must not call Close or Leave.
+	// OnChange, when set, is called with the sorted ids of the live nodes
+	// that are not draining: once at start, then each time the set
+	// changes, in order, from one goroutine. It must not call Close or
+	// Leave.
 	OnChange func(live []string) `json:"-"`
 	// OnDead, when set, is called with the id of a node declared dead by
 	// silence (not one that left), from its own goroutine.
@@ -129,12 +133,13 @@ func (o MembershipOptions) valid() error {
 
 // heartbeat is the message a node publishes every Interval.
 type heartbeat struct {
-	Type    string              `json:"type"`
-	Node    string              `json:"node"`
-	Seq     uint64              `json:"seq"`
-	SentAt  time.Time           `json:"sent_at"`
-	Pools   map[string]PoolLoad `json:"pools"`
-	Leaving bool                `json:"leaving"`
+	Type     string              `json:"type"`
+	Node     string              `json:"node"`
+	Seq      uint64              `json:"seq"`
+	SentAt   time.Time           `json:"sent_at"`
+	Pools    map[string]PoolLoad `json:"pools"`
+	Leaving  bool                `json:"leaving"`
+	Draining bool                `json:"draining,omitempty"`
 }
 
 // Membership tracks the live nodes by their heartbeats on
@@ -153,6 +158,7 @@ type Membership struct {
 	members map[string]Member // the others
 
 	malformed atomic.Int64
+	draining  atomic.Bool
 
 	// pending holds the live sets OnChange has yet to see.
 	nmu     sync.Mutex
@@ -223,6 +229,18 @@ func (m *Membership) Malformed() int64 { return m.malformed.Load() }
 // dead after DeadAfter. It waits for the goroutines to end.
 func (m *Membership) Close() { m.halt() }
 
+// SetDraining marks this node as draining in its heartbeats; the serving
+// set (OnChange) leaves it out at once.
+func (m *Membership) SetDraining() {
+	if m.draining.Swap(true) {
+		return
+	}
+	m.mu.Lock()
+	m.self.Draining = true
+	m.mu.Unlock()
+	m.notify()
+}
+
 // Leave stops heartbeating and sends a last heartbeat saying the node is
 // leaving, so the others drop it at once. ctx bounds the flush.
 func (m *Membership) Leave(ctx context.Context) error {
@@ -285,15 +303,16 @@ func (m *Membership) publish(leaving bool) {
 	}
 	m.seq++
 	now := time.Now()
+	draining := m.draining.Load()
 	data, err := json.Marshal(heartbeat{
-		Type: heartbeatType, Node: m.o.Node, Seq: m.seq, SentAt: now.UTC(), Pools: pools, Leaving: leaving,
+		Type: heartbeatType, Node: m.o.Node, Seq: m.seq, SentAt: now.UTC(), Pools: pools, Leaving: leaving, Draining: draining,
 	})
 	if err != nil {
 		m.log.Warn("encoding heartbeat failed", "err", err)
 		return
 	}
 	m.mu.Lock()
-	m.self = Member{Node: m.o.Node, Pools: pools, LastSeen: now}
+	m.self = Member{Node: m.o.Node, Pools: pools, LastSeen: now, Draining: draining}
 	m.mu.Unlock()
 	if err := m.nc.Publish(nodesSubject+m.o.Node, data); err != nil {
 		m.log.Warn("publishing heartbeat failed", "err", err)
@@ -312,14 +331,17 @@ func (m *Membership) receive(msg *nats.Msg) {
 		return // our own, or a twin's: either way we are live
 	}
 	m.mu.Lock()
-	_, known := m.members[hb.Node]
+	prev, known := m.members[hb.Node]
 	if hb.Leaving {
 		delete(m.members, hb.Node)
 	} else {
-		m.members[hb.Node] = Member{Node: hb.Node, Pools: hb.Pools, LastSeen: time.Now()}
+		m.members[hb.Node] = Member{Node: hb.Node, Pools: hb.Pools, LastSeen: time.Now(), Draining: hb.Draining}
 	}
 	m.mu.Unlock()
 	switch {
+	case known && !hb.Leaving && prev.Draining != hb.Draining:
+		m.log.Info("node draining", "member", hb.Node, "draining", hb.Draining)
+		m.notify()
 	case hb.Leaving && known:
 		m.log.Info("node left", "member", hb.Node)
 		m.notify()
@@ -356,10 +378,13 @@ func (m *Membership) notify() {
 	if m.o.OnChange == nil {
 		return
 	}
-	live := m.Live()
-	ids := make([]string, len(live))
-	for i, mb := range live {
-		ids[i] = mb.Node
+	// The nodes that serve: live and not draining (a draining node has no
+	// share of the pools).
+	ids := []string{}
+	for _, mb := range m.Live() {
+		if !mb.Draining {
+			ids = append(ids, mb.Node)
+		}
 	}
 	m.nmu.Lock()
 	m.pending = append(m.pending, ids)

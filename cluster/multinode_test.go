@@ -323,3 +323,106 @@ func TestNewSessionsGoWhereTheWarmContainersAre(t *testing.T) {
 		t.Fatalf("b runs %d containers; every session had a warm one on a", st.Total)
 	}
 }
+
+// TestDrainNode: a drained node takes no new session, keeps serving its
+// sessions until they end, then is drained; its share goes to the other.
+func TestDrainNode(t *testing.T) {
+	dir := t.TempDir()
+	web := testkit.DemoPool("web", 0)
+	web.WarmTarget, web.MaxInstances = 2, 20
+	var nodes []*cluster.Node
+	for i, name := range []string{"a", "b"} {
+		o := cluster.Options{
+			NodeID: fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), DataDir: filepath.Join(dir, name),
+			Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitStop,
+			HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 500 * time.Millisecond,
+		}
+		if i == 0 {
+			o.NATSListen = "127.0.0.1:-1"
+		} else {
+			o.NATSURL = nodes[0].ClientURL()
+		}
+		n, err := cluster.Start(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	a, b := nodes[0], nodes[1]
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = b.Shutdown(c)
+		_ = a.Shutdown(c)
+		if kids := testkit.Children(); len(kids) > 0 {
+			t.Errorf("processes left: %v", kids)
+		}
+	}()
+	nc, err := nats.Connect(a.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := client.New(nc)
+	p := c.Pool("web")
+	testkit.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if len(a.Members()) != 2 {
+			return fmt.Errorf("members %v", a.Members())
+		}
+		return nil
+	})
+	onB := map[string]messages.Lease{}
+	for i := 0; i < 40 && len(onB) < 3; i++ {
+		l, err := p.GetContainer(ctx(t), fmt.Sprintf("s%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Node == b.ID() {
+			onB[l.ID] = l
+		}
+	}
+	if len(onB) == 0 {
+		t.Fatal("no session landed on b")
+	}
+	rep, err := c.Drain(ctx(t), b.ID())
+	if err != nil || rep.Node != b.ID() || rep.Acquired < len(onB) {
+		t.Fatalf("drain = %+v, %v", rep, err)
+	}
+	// a takes the whole share; new sessions all go to a.
+	testkit.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		st, _ := a.Pool("web").Stats(ctx(t))
+		if st.Share.WarmTarget != 2 || st.Share.MaxInstances != 20 {
+			return fmt.Errorf("a's share %+v", st.Share)
+		}
+		return nil
+	})
+	for i := range 10 {
+		l, err := p.GetContainer(ctx(t), fmt.Sprintf("new%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Node != a.ID() {
+			t.Fatalf("new session %s went to the draining node", l.ID)
+		}
+	}
+	// b's sessions are still served by b, until they end.
+	for id, was := range onB {
+		l, err := p.GetContainer(ctx(t), id)
+		if err != nil || l.Endpoint != was.Endpoint {
+			t.Fatalf("%s on the draining node = %+v, %v", id, l, err)
+		}
+		select {
+		case <-b.Drained():
+			t.Fatal("drained while sessions remain")
+		default:
+		}
+		if _, err := p.ReleaseContainer(ctx(t), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-b.Drained():
+	case <-time.After(10 * time.Second):
+		t.Fatal("b not drained after its last session ended")
+	}
+}

@@ -8,9 +8,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -103,7 +105,11 @@ type Node struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
-	url          string
+
+	draining  atomic.Bool
+	drained   chan struct{} // closed when a draining node holds no lease
+	drainOnce sync.Once
+	url       string
 
 	stopPurge context.CancelFunc
 	// events publishes the pools' events; unlock frees the data dir.
@@ -165,7 +171,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err := validName("node", o.NodeID); err != nil {
 		return nil, fmt.Errorf("%w: node id: %v", messages.ErrConfigValidation, err)
 	}
-	node := &Node{opts: o, log: o.Logger.With("node", o.NodeID), pools: map[string]*actors.Pool{}}
+	node := &Node{opts: o, log: o.Logger.With("node", o.NodeID), pools: map[string]*actors.Pool{}, drained: make(chan struct{})}
 	n = node
 	defer func() {
 		if err != nil {
@@ -394,9 +400,13 @@ func (n *Node) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stopping the service: %w", err))
 		}
 	}
+	onExit := n.opts.OnExit
+	if n.draining.Load() {
+		onExit = actors.ExitStop // its share is gone: nothing to come back to
+	}
 	for _, name := range n.PoolNames() {
 		if p := n.pools[name]; p != nil {
-			if err := p.Stop(ctx, n.opts.OnExit); err != nil {
+			if err := p.Stop(ctx, onExit); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -404,7 +414,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	// The drivers' last word: what the pools left running is either left
 	// for the next start (leave) or stopped, bounded.
 	for _, d := range n.owned {
-		if n.opts.OnExit == actors.ExitLeave {
+		if onExit == actors.ExitLeave {
 			d.Detach()
 			continue
 		}
@@ -469,6 +479,9 @@ func (n *Node) loads() map[string]PoolLoad {
 // reshare gives every pool its share of the cluster-wide figures when the
 // live nodes change. Every node computes the same split from the same set.
 func (n *Node) reshare(live []string) {
+	if n.draining.Load() {
+		live = slices.DeleteFunc(slices.Clone(live), func(id string) bool { return id == n.opts.NodeID })
+	}
 	for _, c := range n.opts.Pools {
 		if p := n.pools[c.Name]; p != nil {
 			p.Send(messages.SetShare{
@@ -509,6 +522,50 @@ func (n *Node) revokeDead(dead string) {
 		n.log.Warn("revoked a dead node's leases", "pool", c.Name, "dead", dead, "revoked", revoked)
 	}
 }
+
+// Drain makes the node stop taking new sessions: its share of every pool
+// goes to the other nodes, new sessions that reach it are sent to them, and
+// its sessions are served until their leases end (released or expired).
+// Drained is closed then; the node should then shut down (serve does),
+// stopping its containers.
+func (n *Node) Drain() {
+	if n.draining.Swap(true) {
+		return
+	}
+	n.log.Info("draining: no new sessions; leaving when the last lease ends")
+	if n.members != nil {
+		n.members.SetDraining()
+	}
+	for _, c := range n.opts.Pools {
+		if p := n.pools[c.Name]; p != nil {
+			p.Send(messages.SetShare{})
+		}
+	}
+	go func() {
+		for {
+			held := 0
+			for _, p := range n.pools {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				st, err := p.Stats(ctx)
+				cancel()
+				if err != nil {
+					held = -1
+					break
+				}
+				held += st.Acquired + st.Waiting
+			}
+			if held == 0 {
+				n.drainOnce.Do(func() { close(n.drained) })
+				n.log.Info("drained: no lease is left")
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+}
+
+// Drained is closed once a draining node holds no lease.
+func (n *Node) Drained() <-chan struct{} { return n.drained }
 
 // Members lists the live nodes, this one included.
 func (n *Node) Members() []Member {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,11 @@ func (n *Node) serve() error {
 			micro.WithEndpointQueueGroupDisabled()); err != nil {
 			return fmt.Errorf("adding endpoint %s: %w", subject, err)
 		}
+	}
+	// Drain: node-level, on warmpool.v1.node.<node>.drain.
+	if err := svc.AddEndpoint("node-drain", micro.HandlerFunc(n.handleDrain), micro.WithEndpointSubject(messages.DrainSubject(n.opts.NodeID)),
+		micro.WithEndpointQueueGroupDisabled()); err != nil {
+		return fmt.Errorf("adding the drain endpoint: %w", err)
 	}
 	// Subscriptions are sent asynchronously: flush so that the node answers
 	// as soon as Start returns.
@@ -92,6 +98,12 @@ func (n *Node) handle(req micro.Request) {
 		fw := forwarding{node: n, reply: reply, pool: poolName, verb: verb, id: body.ID, data: data, hops: hops}
 		switch verb {
 		case messages.VerbAcquire:
+			if !direct && n.draining.Load() {
+				// No new session here: a session this node holds is served,
+				// a new one goes to a node that serves.
+				pool.Send(messages.Acquire{ID: body.ID, StickyOnly: true, Reply: placeOr(fw, pool)})
+				break
+			}
 			if !direct && n.warmElsewhere(poolName) != "" {
 				// Another node has a warm container: a new session goes
 				// there rather than waiting for a cold start here.
@@ -228,4 +240,18 @@ func (n *Node) clusterStats(pool string, local messages.Stats) messages.Stats {
 		st.Total += c.Total
 	}
 	return st
+}
+
+func (n *Node) handleDrain(req micro.Request) {
+	reply := replier{nc: n.nc, subject: req.Reply(), node: n}
+	n.Drain()
+	held := 0
+	for _, p := range n.pools {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if st, err := p.Stats(ctx); err == nil {
+			held += st.Acquired
+		}
+		cancel()
+	}
+	respond[messages.DrainReply](reply)(messages.DrainReply{Type: messages.TypeDraining, Node: n.opts.NodeID, Acquired: held}, nil)
 }

@@ -11,8 +11,12 @@ type Acquire struct {
 	// NoColdStart asks the pool not to start a container for a new session:
 	// with nothing warm it answers at once (actors.ErrNoWarm), so that the
 	// node can send the session to another node that has a warm one.
-	NoColdStart bool               `json:"no_cold_start,omitempty"`
-	Reply       func(Lease, error) `json:"-"`
+	NoColdStart bool `json:"no_cold_start,omitempty"`
+	// StickyOnly serves only a session the pool already holds: a new one is
+	// answered actors.ErrNoWarm at once (a draining node sends new sessions
+	// elsewhere).
+	StickyOnly bool               `json:"sticky_only,omitempty"`
+	Reply      func(Lease, error) `json:"-"`
 }
 
 // Release ends the lease of session ID.

@@ -23,3 +23,7 @@ var Verbs = []string{VerbAcquire, VerbRelease, VerbRenew, VerbStats, VerbWarmup,
 
 // Subject is the subject of one verb of one pool.
 func Subject(pool, verb string) string { return SubjectPrefix + "." + pool + "." + verb }
+
+// DrainSubject is where node takes a drain request (any body): it stops
+// taking new sessions and leaves when its last lease ends.
+func DrainSubject(node string) string { return SubjectPrefix + ".node." + node + ".drain" }

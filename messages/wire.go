@@ -14,6 +14,7 @@ const (
 	TypeStats    = "warmpool.v1.stats"
 	TypeWarmup   = "warmpool.v1.warmup"
 	TypeShutdown = "warmpool.v1.shutdown"
+	TypeDraining = "warmpool.v1.draining"
 )
 
 // MaxIDLength is the longest session id accepted, in bytes.
@@ -141,4 +142,12 @@ type NodeCounts struct {
 	Warming  int    `json:"warming"`
 	Draining int    `json:"draining"`
 	Total    int    `json:"total"`
+}
+
+// DrainReply is the reply to a drain request.
+type DrainReply struct {
+	Type string `json:"type"`
+	Node string `json:"node"`
+	// Acquired counts the sessions the node still serves before it leaves.
+	Acquired int `json:"acquired"`
 }

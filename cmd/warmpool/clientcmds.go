@@ -175,3 +175,16 @@ func redactURLs(urls string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+func (c *cli) drain(args []string) int {
+	fs, cf := c.clientFlagSet("drain", "NODE", "Drain node NODE: it takes no new sessions, serves its sessions until their leases end,\nthen stops its containers and exits; its share of the pools goes to the other nodes.")
+	pos, code, ok := c.parse(fs, args, 1, 1)
+	if !ok {
+		return code
+	}
+	if code, ok := c.checkClientFlags(fs, cf); !ok {
+		return code
+	}
+	node := pos[0]
+	return c.callPool(cf, false, func(ctx context.Context, p *client.Pool) (any, error) { return p.Client().Drain(ctx, node) })
+}

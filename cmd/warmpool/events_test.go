@@ -148,22 +148,26 @@ func TestEventsCommand(t *testing.T) {
 	}
 
 	// --since: an RFC 3339 time, or a duration ago.
-	code, out, stderr := runCLI(env, "events", "--json", "--since", mid.Format(time.RFC3339Nano))
-	if code != exitOK {
-		t.Fatalf("--since: exit %d: %s", code, stderr)
-	}
-	var bob []string
-	for _, e := range jsonEvents(t, out) {
-		if e.Time.Before(mid) || e.Session == "alice" {
-			t.Errorf("--since %s printed %+v", mid.Format(time.RFC3339Nano), e)
+	// Events reach the stream in batches, within about 50 ms: poll.
+	testkit.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		code, out, stderr := runCLI(env, "events", "--json", "--since", mid.Format(time.RFC3339Nano))
+		if code != exitOK {
+			return fmt.Errorf("--since: exit %d: %s", code, stderr)
 		}
-		if e.Session == "bob" {
-			bob = append(bob, e.Kind)
+		var bob []string
+		for _, e := range jsonEvents(t, out) {
+			if e.Time.Before(mid) || e.Session == "alice" {
+				t.Errorf("--since %s printed %+v", mid.Format(time.RFC3339Nano), e)
+			}
+			if e.Session == "bob" {
+				bob = append(bob, e.Kind)
+			}
 		}
-	}
-	if !slices.Equal(bob, lifeKinds[:3]) {
-		t.Errorf("bob's events since %s: %v", mid, bob)
-	}
+		if !slices.Equal(bob, lifeKinds[:3]) {
+			return fmt.Errorf("bob's events since %s: %v", mid, bob)
+		}
+		return nil
+	})
 	waitLines(t, env, lifeKinds, "events", "--since", "1h", "--session", "alice")
 	waitLines(t, env, nil, "events", "--since", "1h", "--session", "alice", "--pool", "nosuch")
 

@@ -57,6 +57,7 @@ func init() {
 		{"stats", "print a pool's counts and settings", (*cli).stats},
 		{"warmup", "start N more containers in a pool", (*cli).warmup},
 		{"shutdown", "stop every container of a pool and end its leases", (*cli).shutdown},
+		{"drain", "drain node NODE: no new sessions; it exits when its last lease ends", (*cli).drain},
 		{"events", "print a pool's events: the life of a session, a slot, or the pool", (*cli).events},
 		{"bench", "measure acquire latency and throughput against a floor measured in the same run", (*cli).bench},
 		{"replay", "replay a recording made with serve --record and report any divergence", (*cli).replay},

@@ -84,7 +84,21 @@ func (c *cli) serve(args []string) int {
 		return c.fail(fmt.Errorf("start the node: %w", err))
 	}
 	// The node logs "warmpool serving" with its client URL and pools.
-	<-ctx.Done()
+	// SIGUSR1 drains it: no new sessions, exit when the last lease ends.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-usr1:
+			node.Drain()
+		case <-node.Drained():
+			logger.Info("drained; exiting")
+			done = true
+		}
+	}
 	// From here a second signal kills the process at once: the way out of a
 	// shutdown that hangs.
 	stop()
