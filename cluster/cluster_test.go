@@ -436,9 +436,9 @@ func TestServiceDiscovery(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &info); err != nil {
 		t.Fatal(err)
 	}
-	// One shared endpoint per verb, and the node's own acquire, renew and
-	// release, where other nodes forward a session's requests.
-	if info.Name != "warmpool" || len(info.Endpoints) != len(messages.Verbs)+3 {
+	// One shared endpoint per verb, the node's own acquire, renew and
+	// release, where other nodes forward a session's requests, and drain.
+	if info.Name != "warmpool" || len(info.Endpoints) != len(messages.Verbs)+4 {
 		t.Fatalf("service info = %+v", info)
 	}
 	subjects := map[string]bool{}
@@ -454,6 +454,9 @@ func TestServiceDiscovery(t *testing.T) {
 		if !subjects["warmpool.v1.node."+node.ID()+".*."+v] {
 			t.Errorf("no node endpoint for %s in %v", v, subjects)
 		}
+	}
+	if !subjects[messages.DrainSubject(node.ID())] {
+		t.Errorf("no drain endpoint in %v", subjects)
 	}
 	if _, err := nc.Request("$SRV.PING.warmpool", nil, 5*time.Second); err != nil {
 		t.Fatal(err)
