@@ -274,13 +274,14 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 		n.pools[p.Name] = pool
 	}
 
-	if err := n.serve(); err != nil {
-		return nil, err
-	}
+	// Before the service: request handlers read n.members.
 	if n.members, err = NewMembership(n.nc, MembershipOptions{
 		Node: o.NodeID, Interval: o.HeartbeatInterval, DeadAfter: o.DeadAfter, Logger: n.log,
 		Load: n.loads, OnChange: n.reshare, OnDead: n.revokeDead,
 	}); err != nil {
+		return nil, err
+	}
+	if err := n.serve(); err != nil {
 		return nil, err
 	}
 	purgeCtx, stopPurge := context.WithCancel(context.Background())

@@ -106,8 +106,12 @@ Usage:
 
 Commands:
 `)
+	width := 0
 	for _, cmd := range commands {
-		fmt.Fprintf(w, "  %-9s %s\n", cmd.name, cmd.summary)
+		width = max(width, len(cmd.name))
+	}
+	for _, cmd := range commands {
+		fmt.Fprintf(w, "  %-*s %s\n", width, cmd.name, cmd.summary)
 	}
 	fmt.Fprint(w, `
 Flags may come before or after the arguments; use -- before an argument that
