@@ -22,36 +22,9 @@ import (
 // system: requests land on either node (queue group), yet an id has one
 // lease and one container, and every request for it reaches that container.
 func TestTwoNodesShareSessions(t *testing.T) {
-	dir := t.TempDir()
 	web := testkit.DemoPool("web", 0)
 	web.WarmTarget, web.MaxInstances = 3, 40
-	start := func(name, url string) *cluster.Node {
-		o := cluster.Options{
-			NodeID: fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), DataDir: filepath.Join(dir, name),
-			Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitStop,
-		}
-		if url == "" {
-			o.NATSListen = "127.0.0.1:-1"
-		} else {
-			o.NATSURL = url
-		}
-		n, err := cluster.Start(context.Background(), o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	a := start("a", "")
-	b := start("b", a.ClientURL())
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = b.Shutdown(c) // b first (if still up): it uses a's NATS server
-		_ = a.Shutdown(c)
-		if kids := testkit.Children(); len(kids) > 0 {
-			t.Errorf("processes left: %v", kids)
-		}
-	}()
+	a, b := twoNodes(t, web, 0, 0)
 	nc, err := nats.Connect(a.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -251,37 +224,9 @@ func TestDeadNodesExpiredLeaseIsEnded(t *testing.T) {
 // nodes, sessions that land on a node with nothing warm are served by the
 // node with the warm container, not by a cold start.
 func TestNewSessionsGoWhereTheWarmContainersAre(t *testing.T) {
-	dir := t.TempDir()
 	web := testkit.DemoPool("web", 300*time.Millisecond)
 	web.WarmTarget, web.MaxInstances = 1, 10
-	var nodes []*cluster.Node
-	for i, name := range []string{"a", "b"} {
-		o := cluster.Options{
-			NodeID: fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), DataDir: filepath.Join(dir, name),
-			Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitStop,
-			HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 500 * time.Millisecond,
-		}
-		if i == 0 {
-			o.NATSListen = "127.0.0.1:-1"
-		} else {
-			o.NATSURL = nodes[0].ClientURL()
-		}
-		n, err := cluster.Start(context.Background(), o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, n)
-	}
-	a, b := nodes[0], nodes[1]
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = b.Shutdown(c)
-		_ = a.Shutdown(c)
-		if kids := testkit.Children(); len(kids) > 0 {
-			t.Errorf("processes left: %v", kids)
-		}
-	}()
+	a, b := twoNodes(t, web, 50*time.Millisecond, 500*time.Millisecond)
 	// b may have warmed a container before it heard of a (a node alone
 	// holds the whole share): empty it, so that only a has a warm one.
 	if _, err := b.Pool("web").ShutdownAll(ctx(t)); err != nil {
@@ -327,37 +272,9 @@ func TestNewSessionsGoWhereTheWarmContainersAre(t *testing.T) {
 // TestDrainNode: a drained node takes no new session, keeps serving its
 // sessions until they end, then is drained; its share goes to the other.
 func TestDrainNode(t *testing.T) {
-	dir := t.TempDir()
 	web := testkit.DemoPool("web", 0)
 	web.WarmTarget, web.MaxInstances = 2, 20
-	var nodes []*cluster.Node
-	for i, name := range []string{"a", "b"} {
-		o := cluster.Options{
-			NodeID: fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), DataDir: filepath.Join(dir, name),
-			Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitStop,
-			HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 500 * time.Millisecond,
-		}
-		if i == 0 {
-			o.NATSListen = "127.0.0.1:-1"
-		} else {
-			o.NATSURL = nodes[0].ClientURL()
-		}
-		n, err := cluster.Start(context.Background(), o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, n)
-	}
-	a, b := nodes[0], nodes[1]
-	defer func() {
-		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = b.Shutdown(c)
-		_ = a.Shutdown(c)
-		if kids := testkit.Children(); len(kids) > 0 {
-			t.Errorf("processes left: %v", kids)
-		}
-	}()
+	a, b := twoNodes(t, web, 50*time.Millisecond, 500*time.Millisecond)
 	nc, err := nats.Connect(a.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -425,4 +342,40 @@ func TestDrainNode(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("b not drained after its last session ended")
 	}
+}
+
+// twoNodes starts nodes a and b of pool web on one NATS system: a embeds the
+// server, b joins it. Cleanup stops b, then a, and fails the test if a
+// child process is left.
+func twoNodes(t *testing.T, web messages.PoolConfig, heartbeat, deadAfter time.Duration) (a, b *cluster.Node) {
+	t.Helper()
+	dir := t.TempDir()
+	var nodes []*cluster.Node
+	for i, name := range []string{"a", "b"} {
+		o := cluster.Options{
+			NodeID: fmt.Sprintf("%s-%d", name, time.Now().UnixNano()), DataDir: filepath.Join(dir, name),
+			Pools: []messages.PoolConfig{web}, Logger: testkit.Logger(t), OnExit: actors.ExitStop,
+			HeartbeatInterval: heartbeat, DeadAfter: deadAfter,
+		}
+		if i == 0 {
+			o.NATSListen = "127.0.0.1:-1"
+		} else {
+			o.NATSURL = nodes[0].ClientURL()
+		}
+		n, err := cluster.Start(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = nodes[1].Shutdown(c) // b first (if still up): it uses a's NATS server
+		_ = nodes[0].Shutdown(c)
+		if kids := testkit.Children(); len(kids) > 0 {
+			t.Errorf("processes left: %v", kids)
+		}
+	})
+	return nodes[0], nodes[1]
 }
