@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -379,27 +377,9 @@ func TestEventPublisherBatches(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination for a goroutine that a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestEventPublisherDropsWhenStalled(t *testing.T) {
 	srv, js := eventServer(t)
-	var logs syncBuffer
+	var logs testkit.Buffer
 	// One event a batch: the publisher is stuck in every publish.
 	pub, err := cluster.NewEventPublisher(js, cluster.EventPublisherOptions{
 		QueueSize: 4, BatchSize: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil)),

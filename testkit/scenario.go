@@ -34,7 +34,7 @@ type Scenario struct {
 	pool   *actors.Pool
 	snaps  *actors.MemorySnapshots
 	rec    *actors.WriterRecorder
-	buf    *lockedBuffer
+	buf    *Buffer
 	mu     sync.Mutex
 	seq    int
 	closed bool
@@ -54,7 +54,7 @@ func NewScenario(cfg messages.PoolConfig) (*Scenario, error) {
 	clk := clock.NewFake(Epoch)
 	s := &Scenario{
 		Clock: clk, Driver: NewFakeDriver(clk), Leases: actors.NewMemoryLeases(), Log: &EventLog{},
-		cfg: cfg, snaps: actors.NewMemorySnapshots(), buf: &lockedBuffer{},
+		cfg: cfg, snaps: actors.NewMemorySnapshots(), buf: &Buffer{},
 		sys: actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger })),
 	}
 	s.rec = actors.NewWriterRecorder(s.buf)
@@ -239,19 +239,30 @@ func ReplayFile(path string) ([]actors.ReplayResult, error) {
 	return Replay(f)
 }
 
-type lockedBuffer struct {
+// Buffer is a bytes.Buffer that goroutines may write while a test reads it
+// (a logger's destination, a recording).
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (l *Buffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) Bytes() []byte {
+// Bytes returns a copy of what was written.
+func (l *Buffer) Bytes() []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return bytes.Clone(l.b.Bytes())
+}
+
+// String returns what was written.
+func (l *Buffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

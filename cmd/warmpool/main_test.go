@@ -385,25 +385,6 @@ func TestClientCommandErrors(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that the node's logger may write while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -423,7 +404,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	env := map[string]string{"NATS_URL": "nats://" + listen}
-	var serveErr syncBuffer
+	var serveErr testkit.Buffer
 	done := make(chan int, 1)
 	recording := filepath.Join(t.TempDir(), "run.jsonl")
 	go func() {

@@ -30,7 +30,7 @@ import (
 type nodeProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *testkit.Buffer
 	done   chan struct{}
 	url    string
 	dir    string
@@ -40,7 +40,7 @@ type nodeProc struct {
 
 func startNodeProc(t *testing.T, dir, cfg, nodeID, listen string, extra ...string) *nodeProc {
 	t.Helper()
-	n := &nodeProc{t: t, log: &syncBuffer{}, done: make(chan struct{}), url: "nats://" + listen, dir: dir, cfg: cfg, nodeID: nodeID}
+	n := &nodeProc{t: t, log: &testkit.Buffer{}, done: make(chan struct{}), url: "nats://" + listen, dir: dir, cfg: cfg, nodeID: nodeID}
 	args := []string{"serve", "--data-dir", dir, "--config", cfg, "--node-id", nodeID, "--log-level", "debug"}
 	if strings.HasPrefix(listen, "nats://") {
 		n.url = listen
