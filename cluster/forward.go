@@ -140,23 +140,14 @@ func placeOr(fw forwarding, pool *actors.Pool) func(messages.Lease, error) {
 	}
 }
 
-// warmElsewhere names the live node, other than this one, with the most warm
-// containers of pool by its last heartbeat (ties to the first id); "" when
-// none has any.
+// warmElsewhere names the live node, other than this one and not
+// draining, with the most warm containers of pool by the last heartbeats;
+// "" when none has any.
 func (n *Node) warmElsewhere(pool string) string {
 	if n.members == nil {
 		return ""
 	}
-	best, most := "", 0
-	for _, m := range n.members.Live() {
-		if m.Node == n.opts.NodeID || m.Draining {
-			continue
-		}
-		if w := m.Pools[pool].Warm; w > most {
-			best, most = m.Node, w
-		}
-	}
-	return best
+	return n.members.MostWarm(pool)
 }
 
 // servingElsewhere names the first live node, other than this one, that is

@@ -229,6 +229,24 @@ func (m *Membership) Malformed() int64 { return m.malformed.Load() }
 // dead after DeadAfter. It waits for the goroutines to end.
 func (m *Membership) Close() { m.halt() }
 
+// MostWarm names the other live node, not draining, with the most warm
+// containers of pool by its last heartbeat (ties to the lowest id); "" when
+// none has one. It copies nothing: it runs on every acquire.
+func (m *Membership) MostWarm(pool string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	best, most := "", 0
+	for id, mb := range m.members {
+		if mb.Draining {
+			continue
+		}
+		if w := mb.Pools[pool].Warm; w > most || w == most && w > 0 && id < best {
+			best, most = id, w
+		}
+	}
+	return best
+}
+
 // SetDraining marks this node as draining in its heartbeats; the serving
 // set (OnChange) leaves it out at once.
 func (m *Membership) SetDraining() {
