@@ -157,6 +157,24 @@ func (p *Pool) ShutdownAll(ctx context.Context) (messages.ShutdownReply, error) 
 	return ask(ctx, p, func(r func(messages.ShutdownReply, error)) any { return messages.ShutdownAll{Reply: r} })
 }
 
+// Holds reports whether the pool holds session id, or a lease of id on
+// slot, or is making one. A stored lease of this node that the pool does
+// not hold is an orphan: a write whose outcome was unknown left it, and it
+// may be deleted at its revision.
+func (p *Pool) Holds(ctx context.Context, id, slot string) (bool, error) {
+	if p.stopped.Load() {
+		return false, fmt.Errorf("%w: pool %s is stopped", messages.ErrNotReady, p.name)
+	}
+	ch := make(chan bool, 1)
+	p.root.Send(p.pid, holdsQuery{id: id, slot: slot, reply: ch})
+	select {
+	case held := <-ch:
+		return held, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
 // Stop stops the pool for a node shutdown: new requests fail, acquires
 // waiting for a container fail, lease writes in flight land. Then, with
 // ExitStop, every container is stopped and every lease ended; with ExitLeave,

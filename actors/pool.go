@@ -25,9 +25,11 @@ const (
 	backoffMax  = time.Minute
 )
 
-// leaseWriteTimeout bounds one durable lease write. A write that times out
-// fails the request as not ready; the caller retries.
-const leaseWriteTimeout = 10 * time.Second
+// leaseWriteTimeout bounds one durable lease write, retries included. It
+// sits above a NATS cluster's leader election (4-9 s), during which writes
+// pause and then go through. A write that times out fails the request as
+// not ready; the caller retries.
+const leaseWriteTimeout = 20 * time.Second
 
 // Timer ticks and internal messages: unexported, never serialised.
 type (
@@ -106,6 +108,10 @@ type session struct {
 	// waiters get the lease when the create or extend in flight lands (or
 	// the pending container gets ready).
 	waiters []func(messages.Lease, error)
+	// deadline is the latest of the acquiring callers' deadlines; waitsOn
+	// is set when one of them has none.
+	deadline time.Time
+	waitsOn  bool
 	// releasers get the answer when the delete in flight lands.
 	releasers []func(messages.Released, error)
 	// queued requests are handled again once the write in flight lands.
@@ -227,6 +233,13 @@ type replayed struct {
 // getState asks for the pool's state, for replays and tests.
 type getState struct{ reply chan PoolState }
 
+// holdsQuery asks whether the pool holds, or is making, the session id or
+// a lease of id on slot.
+type holdsQuery struct {
+	id, slot string
+	reply    chan bool
+}
+
 func (p *poolActor) handle(ctx actor.Context, msg any) {
 	switch m := msg.(type) {
 	case *actor.Started:
@@ -257,6 +270,9 @@ func (p *poolActor) handle(ctx actor.Context, msg any) {
 		p.slotTerminated(ctx, m.slot)
 	case getState:
 		m.reply <- p.state()
+	case holdsQuery:
+		v := p.slots[m.slot]
+		m.reply <- p.sessions[m.id] != nil || v != nil && v.session == m.id
 	case *actor.Stopping:
 		p.halted = true
 		if p.writeQ != nil {
@@ -330,7 +346,7 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 		case s.writing == opDelete:
 			s.queued = append(s.queued, m)
 		case s.writing != opNone || s.state == pending:
-			s.waiters = append(s.waiters, m.Reply)
+			s.wait(m)
 		case !now.Before(s.expiresAt):
 			s.queued = append(s.queued, m)
 			p.startDelete(ctx, s, "lease expired", nil)
@@ -340,7 +356,7 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 			s.queued = append(s.queued, m)
 			p.startDelete(ctx, s, "container gone", nil)
 		default:
-			s.waiters = append(s.waiters, m.Reply)
+			s.wait(m)
 			p.startWrite(ctx, s, opExtend)
 		}
 		return
@@ -351,7 +367,8 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 	}
 	p.paused = false
 	if v := p.popWarm(); v != nil {
-		s := &session{id: m.ID, slot: v.id, state: leased, waiters: []func(messages.Lease, error){m.Reply}}
+		s := &session{id: m.ID, slot: v.id, state: leased}
+		s.wait(m)
 		p.sessions[m.ID] = s
 		v.session = m.ID
 		p.move(v, EvAcquire) // reserved: no one else gets it while the lease is written
@@ -384,8 +401,26 @@ func (p *poolActor) acquire(ctx actor.Context, m messages.Acquire) {
 	p.claimedWarming++
 	p.snapshot(v)
 	p.emit(messages.EventColdStart, v.id, m.ID, "no warm container")
-	p.sessions[m.ID] = &session{id: m.ID, slot: v.id, state: pending, cold: true, waiters: []func(messages.Lease, error){m.Reply}}
+	s := &session{id: m.ID, slot: v.id, state: pending, cold: true}
+	s.wait(m)
+	p.sessions[m.ID] = s
 	p.refill(ctx)
+}
+
+// wait adds an acquire's caller to the session's waiters.
+func (s *session) wait(m messages.Acquire) {
+	s.waiters = append(s.waiters, m.Reply)
+	if m.Deadline.IsZero() {
+		s.waitsOn = true
+	} else if m.Deadline.After(s.deadline) {
+		s.deadline = m.Deadline
+	}
+}
+
+// callersGone reports whether every caller that acquired the session has
+// stopped waiting by now.
+func (s *session) callersGone(now time.Time) bool {
+	return !s.waitsOn && !s.deadline.IsZero() && !now.Before(s.deadline)
 }
 
 // holds reports whether a leased session's slot is still acquired by it.
@@ -425,6 +460,7 @@ func (p *poolActor) renew(ctx actor.Context, m messages.Renew) {
 		s.queued = append(s.queued, m)
 	case ok && (s.writing != opNone && s.state == leased || s.state == pending && s.recovered):
 		s.waiters = append(s.waiters, m.Reply)
+		s.waitsOn = true // a renew says no deadline
 	case !ok || s.state != leased || !p.now().Before(s.expiresAt) || !p.holds(s):
 		m.Reply(messages.Lease{}, fmt.Errorf("%w: session %q holds no live lease in pool %s", messages.ErrUnknownLease, m.ID, p.Config.Name))
 	default:
@@ -537,6 +573,16 @@ func (p *poolActor) leaseWritten(ctx actor.Context, w leaseWritten) {
 			break
 		}
 		s.revision, s.expiresAt = w.revision, w.expiresAt
+		if w.op == opCreate && s.callersGone(p.now()) {
+			// Written after every caller stopped waiting (a slow write
+			// during a NATS leader election, say): nobody will use the
+			// session, and left alone it would hold a container until it
+			// expired. End it now.
+			p.emit(messages.EventLeaseCreated, s.slot, s.id, "")
+			p.failSession(s, fmt.Errorf("%w: session %q: its lease was written after every caller stopped waiting", messages.ErrNotReady, s.id))
+			p.startDelete(ctx, s, "callers gone", nil)
+			return
+		}
 		if w.op == opCreate {
 			p.emit(messages.EventLeaseCreated, s.slot, s.id, "")
 		} else {
@@ -614,6 +660,15 @@ func (p *poolActor) writeFailed(ctx actor.Context, s *session, w leaseWritten) {
 	p.failSession(s, err)
 	v := p.slots[s.slot]
 	switch {
+	case w.op == opCreate && errors.Is(w.err, ErrOutcomeUnknown):
+		// The store may hold a lease of this container for the session,
+		// though the caller was told no: the container goes to no one else.
+		delete(p.sessions, s.id)
+		if v != nil && v.session == s.id {
+			v.session = ""
+			p.drain(ctx, v, "lease write outcome unknown")
+		}
+		p.log.Warn("lease create outcome unknown; the container is stopped", "session", s.id, "err", w.err)
 	case w.op == opCreate:
 		// Never handed out: the container goes back to the pool unless
 		// another writer may be using it.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -673,6 +674,94 @@ func TestLeaseStoreFailureLosesNothing(t *testing.T) {
 	}
 	if _, err := r.pool.Release(r.ctx(), "a"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLeaseCreateOfUnknownOutcome: a create that timed out may have
+// recorded the container as the session's. The caller is told to retry,
+// and that container goes to no one else: it is stopped, and the pool
+// refills.
+func TestLeaseCreateOfUnknownOutcome(t *testing.T) {
+	r := newRig(t, messages.PoolConfig{WarmTarget: 1}, nil)
+	r.waitStats(1, 0, 0, 0)
+	before := r.drv.LiveSlots()
+	r.leases.FailWith(func(op string, _ actors.LeaseRecord) error {
+		return fmt.Errorf("%w: timed out", actors.ErrOutcomeUnknown)
+	})
+	if _, err := r.pool.Acquire(r.ctx(), "a"); !errors.Is(err, messages.ErrNotReady) {
+		t.Fatalf("acquire whose lease write timed out: %v; want ErrNotReady", err)
+	}
+	r.leases.FailWith(nil)
+	r.waitStats(1, 0, 0, 0) // the refill only
+	for _, slot := range r.drv.LiveSlots() {
+		if slices.Contains(before, slot) {
+			t.Fatalf("slot %s, whose lease write had an unknown outcome, still runs", slot)
+		}
+	}
+	if l := r.acquire("a"); slices.Contains(before, l.Slot) {
+		t.Fatalf("the retry got slot %s again", l.Slot)
+	}
+}
+
+// TestLeaseWrittenAfterCallersGaveUp: a create that lands after every
+// caller of the acquire stopped waiting (a slow write while NATS elects a
+// leader) makes no session: the lease is ended at once and the container
+// goes back to the pool. A caller without a deadline, or one still
+// waiting, gets its lease as usual.
+func TestLeaseWrittenAfterCallersGaveUp(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		deadlines []time.Duration // of the acquires; 0: none
+		want      bool            // whether the session is made
+	}{
+		{"the only caller gave up", []time.Duration{time.Second}, false},
+		{"every caller gave up", []time.Duration{time.Second, 1500 * time.Millisecond}, false},
+		{"one caller still waits", []time.Duration{time.Second, time.Minute}, true},
+		{"one caller has no deadline", []time.Duration{time.Second, 0}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, messages.PoolConfig{WarmTarget: 1}, nil)
+			r.waitStats(1, 0, 0, 0)
+			gate, writing := make(chan struct{}), make(chan struct{}, 1)
+			r.leases.FailWith(func(op string, _ actors.LeaseRecord) error {
+				if op == "create" {
+					writing <- struct{}{}
+					<-gate
+				}
+				return nil
+			})
+			replies := make(chan error, len(tt.deadlines))
+			for i, d := range tt.deadlines {
+				var deadline time.Time
+				if d > 0 {
+					deadline = r.clock.Now().Add(d)
+				}
+				r.pool.Send(messages.Acquire{ID: "a", Deadline: deadline, Reply: func(_ messages.Lease, err error) { replies <- err }})
+				if i == 0 {
+					<-writing // the create is in flight; the others join it
+				}
+			}
+			r.waitStats(1, 1, 0, 0) // reserved, beside the refill
+			r.clock.Advance(2 * time.Second)
+			close(gate)
+			for range tt.deadlines {
+				if err := <-replies; (err == nil) != tt.want {
+					t.Fatalf("reply %v; want a lease: %v", err, tt.want)
+				}
+			}
+			r.leases.FailWith(nil)
+			if tt.want {
+				r.waitStats(1, 1, 0, 0)
+				return
+			}
+			r.waitStats(2, 0, 0, 0) // the container is back, warm
+			testkit.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+				if ls, err := r.leases.List(r.ctx(), "test"); err != nil || len(ls) != 0 {
+					return fmt.Errorf("leases %+v %v; want none", ls, err)
+				}
+				return nil
+			})
+		})
 	}
 }
 

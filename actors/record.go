@@ -57,10 +57,11 @@ type Input struct {
 	Seed   uint64               `json:"seed,omitempty"`
 
 	// Requests: the session id, or warmup's count.
-	ID          string `json:"id,omitempty"`
-	Count       int    `json:"count,omitempty"`
-	NoColdStart bool   `json:"no_cold_start,omitempty"`
-	StickyOnly  bool   `json:"sticky_only,omitempty"`
+	ID          string    `json:"id,omitempty"`
+	Count       int       `json:"count,omitempty"`
+	NoColdStart bool      `json:"no_cold_start,omitempty"`
+	StickyOnly  bool      `json:"sticky_only,omitempty"`
+	Deadline    time.Time `json:"deadline,omitzero"`
 	// Start: what recovery started from.
 	Recovery *Recovery `json:"recovery,omitempty"`
 	// Slot: a slot's report (Kind "slot", "terminated").
@@ -131,6 +132,8 @@ func errClass(err error) string {
 		return "exists"
 	case errors.Is(err, ErrRevisionMismatch):
 		return "mismatch"
+	case errors.Is(err, ErrOutcomeUnknown):
+		return "unknown"
 	default:
 		return err.Error()
 	}
@@ -144,6 +147,8 @@ func errFromClass(c string) error {
 		return ErrLeaseExists
 	case "mismatch":
 		return ErrRevisionMismatch
+	case "unknown":
+		return ErrOutcomeUnknown
 	default:
 		return errors.New(c)
 	}
@@ -157,7 +162,7 @@ func (p *poolActor) input(msg any) (in Input, ok bool) {
 	case *actor.Started:
 		in.Kind, in.Recovery = InputStart, p.Recovery
 	case messages.Acquire:
-		in.Kind, in.ID, in.NoColdStart, in.StickyOnly = InputAcquire, m.ID, m.NoColdStart, m.StickyOnly
+		in.Kind, in.ID, in.NoColdStart, in.StickyOnly, in.Deadline = InputAcquire, m.ID, m.NoColdStart, m.StickyOnly, m.Deadline
 	case messages.Release:
 		in.Kind, in.ID = InputRelease, m.ID
 	case messages.Renew:
@@ -198,7 +203,7 @@ func (p *poolActor) input(msg any) (in Input, ok bool) {
 func (in Input) message(reply func(any, error)) (any, error) {
 	switch in.Kind {
 	case InputAcquire:
-		return messages.Acquire{ID: in.ID, NoColdStart: in.NoColdStart, StickyOnly: in.StickyOnly, Reply: func(l messages.Lease, err error) { reply(l, err) }}, nil
+		return messages.Acquire{ID: in.ID, NoColdStart: in.NoColdStart, StickyOnly: in.StickyOnly, Deadline: in.Deadline, Reply: func(l messages.Lease, err error) { reply(l, err) }}, nil
 	case InputRelease:
 		return messages.Release{ID: in.ID, Reply: func(r messages.Released, err error) { reply(r, err) }}, nil
 	case InputRenew:

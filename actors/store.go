@@ -22,6 +22,11 @@ var (
 	// ErrRevisionMismatch: the stored lease changed since the revision the
 	// writer holds; the writer lost it and must not use it.
 	ErrRevisionMismatch = errors.New("lease revision mismatch")
+	// ErrOutcomeUnknown: the write may or may not have landed (it timed out,
+	// say while the store elected a new leader). A create with this outcome
+	// may have recorded the container as the session's: the pool does not
+	// hand that container to anyone else.
+	ErrOutcomeUnknown = errors.New("lease write outcome unknown")
 	// ErrNoWarm: an acquire with NoColdStart found nothing warm for a new
 	// session. It wraps messages.ErrNotReady where it reaches a caller.
 	ErrNoWarm = errors.New("no warm container here")

@@ -194,7 +194,11 @@ func (c *Client) request(ctx context.Context, subject string, body any, wantType
 		defer cancel()
 	}
 	start := time.Now()
-	msg, err := c.nc.RequestWithContext(ctx, subject, data)
+	req := &nats.Msg{Subject: subject, Data: data}
+	if dl, ok := ctx.Deadline(); ok {
+		req.Header = nats.Header{messages.TimeoutHeader: []string{strconv.FormatInt(time.Until(dl).Milliseconds(), 10)}}
+	}
+	msg, err := c.nc.RequestMsgWithContext(ctx, req)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return &noNodeError{subject: subject}

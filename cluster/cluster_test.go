@@ -425,6 +425,36 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestCallerDeadline: a request whose caller has stopped waiting (its
+// Warmpool-Timeout header is spent) does nothing; one with time left, or
+// with a header that is not a number, is served as usual.
+func TestCallerDeadline(t *testing.T) {
+	node, nc := testkit.StartNode(t, testkit.DemoPool("web", 0))
+	ask := func(timeout, id string) *nats.Msg {
+		t.Helper()
+		req := &nats.Msg{Subject: "warmpool.v1.web.acquire", Data: []byte(`{"id":"` + id + `"}`), Header: nats.Header{}}
+		req.Header.Set(messages.TimeoutHeader, timeout)
+		msg, err := nc.RequestMsgWithContext(ctx(t), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	for _, spent := range []string{"0", "-20"} {
+		if msg := ask(spent, "late"); msg.Header.Get(micro.ErrorCodeHeader) != "503" {
+			t.Fatalf("timeout %s: status %q, body %s; want 503", spent, msg.Header.Get(micro.ErrorCodeHeader), msg.Data)
+		}
+	}
+	if st, _ := node.Pool("web").Stats(ctx(t)); st.Acquired != 0 || st.Waiting != 0 {
+		t.Fatalf("a request its caller gave up on made a session: %+v", st)
+	}
+	for i, ok := range []string{"5000", "soon"} {
+		if msg := ask(ok, fmt.Sprint("on-time-", i)); msg.Header.Get(micro.ErrorCodeHeader) != "" {
+			t.Fatalf("timeout %s: %s", ok, msg.Data)
+		}
+	}
+}
+
 // TestServiceDiscovery is what `nats micro ls` and `nats micro info` ask.
 func TestServiceDiscovery(t *testing.T) {
 	node, nc := testkit.StartNode(t, testkit.DemoPool("web", 0))

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -34,6 +35,18 @@ type forwarding struct {
 	// hops counts how often the request was forwarded; a request is
 	// forwarded at most maxHops times, so forwards never loop.
 	hops int
+	// deadline is when the caller stops waiting (zero: not said). A
+	// request past it is not forwarded: an acquire that reached a node
+	// after its caller gave up, and after the session was released, would
+	// make a session nobody knows of.
+	deadline time.Time
+}
+
+// errCallerGone answers a request whose caller has stopped waiting.
+var errCallerGone = fmt.Errorf("%w: the caller stopped waiting; the request was not forwarded", messages.ErrNotReady)
+
+func (fw forwarding) expired() bool {
+	return !fw.deadline.IsZero() && !time.Now().Before(fw.deadline)
 }
 
 // hopsHeader carries a forwarded request's hop count.
@@ -69,33 +82,58 @@ func orForward[T any](fw forwarding) func(T, error) {
 		}
 		// Off the pool's mailbox: a lease read and a request.
 		go func() {
-			if !fw.forward() {
+			switch ok, ferr := fw.forward(); {
+			case ok:
+			case ferr != nil:
+				// Another node may hold the session: the local answer
+				// (no such lease, say) could be wrong. Retryable.
+				answer(v, fmt.Errorf("%w: session %q: this node does not hold it, and %v", messages.ErrNotReady, fw.id, ferr))
+			default:
 				answer(v, err)
 			}
 		}()
 	}
 }
 
-// forward sends the request to the lease's holder and relays its reply; it
-// reports false when there is no other holder to ask.
-func (fw forwarding) forward() bool {
+// forward sends the request to the lease's holder and relays its reply.
+// It reports false with no error when no other node holds the session, and
+// an error when that is not known: the lease could not be read, or its
+// holder did not answer.
+func (fw forwarding) forward() (bool, error) {
+	if fw.expired() {
+		return false, errCallerGone
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 	defer cancel()
-	l, ok, err := fw.node.leases.Get(ctx, fw.pool, fw.id)
-	if err != nil || !ok || l.Record.Node == fw.node.opts.NodeID {
-		return false
+	l, ok, err := fw.node.leases.Lookup(ctx, fw.pool, fw.id)
+	if err != nil {
+		return false, fmt.Errorf("its lease could not be read: %w", err)
+	}
+	if !ok {
+		return false, nil
+	}
+	if l.Record.Node == fw.node.opts.NodeID {
+		fw.node.dropOrphan(ctx, fw.pool, l)
+		return false, nil
 	}
 	if !time.Now().Before(l.Record.ExpiresAt) {
 		// Expired, and its node has not reaped it (it may be down): end it
 		// at its revision, so the caller's retry gets a new container. A
 		// holder that renewed meanwhile changed the revision: then nothing
 		// is deleted.
-		if err := fw.node.leases.Delete(ctx, fw.pool, fw.id, l.Revision); err == nil {
-			fw.node.log.Info("ended another node's expired lease", "pool", fw.pool, "session", fw.id, "holder", l.Record.Node)
+		if err := fw.node.leases.Delete(ctx, fw.pool, fw.id, l.Revision); err != nil {
+			return false, fmt.Errorf("its expired lease could not be ended: %w", err)
 		}
-		return false
+		fw.node.log.Info("ended another node's expired lease", "pool", fw.pool, "session", fw.id, "holder", l.Record.Node)
+		return false, nil
 	}
-	return fw.to(ctx, l.Record.Node)
+	if fw.expired() {
+		return false, errCallerGone
+	}
+	if !fw.to(ctx, l.Record.Node) {
+		return false, fmt.Errorf("node %s, which holds its lease, did not answer", l.Record.Node)
+	}
+	return true, nil
 }
 
 // to sends the request to node and relays its reply; false if node did not
@@ -103,6 +141,18 @@ func (fw forwarding) forward() bool {
 func (fw forwarding) to(ctx context.Context, node string) bool {
 	req := &nats.Msg{Subject: nodeSubject(node, fw.pool, fw.verb), Data: fw.data, Header: nats.Header{}}
 	req.Header.Set(hopsHeader, strconv.Itoa(fw.hops+1))
+	if !fw.deadline.IsZero() {
+		left := time.Until(fw.deadline)
+		if left <= 0 {
+			return false
+		}
+		req.Header.Set(messages.TimeoutHeader, strconv.FormatInt(max(left.Milliseconds(), 1), 10))
+		if left < forwardTimeout {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, left)
+			defer cancel()
+		}
+	}
 	msg, err := fw.node.nc.RequestMsgWithContext(ctx, req)
 	if err != nil {
 		fw.node.log.Debug("forwarding failed", "pool", fw.pool, "session", fw.id, "to", node, "err", err)
@@ -124,6 +174,10 @@ func placeOr(fw forwarding, pool *actors.Pool) func(messages.Lease, error) {
 			return
 		}
 		go func() {
+			if fw.expired() {
+				local(l, errCallerGone)
+				return
+			}
 			target := fw.node.warmElsewhere(fw.pool)
 			if target == "" && fw.node.draining.Load() {
 				target = fw.node.servingElsewhere()
@@ -135,7 +189,11 @@ func placeOr(fw forwarding, pool *actors.Pool) func(messages.Lease, error) {
 					return
 				}
 			}
-			pool.Send(messages.Acquire{ID: fw.id, Reply: local})
+			if fw.expired() {
+				local(l, errCallerGone)
+				return
+			}
+			pool.Send(messages.Acquire{ID: fw.id, Deadline: fw.deadline, Reply: local})
 		}()
 	}
 }
@@ -162,4 +220,22 @@ func (n *Node) servingElsewhere() string {
 		}
 	}
 	return ""
+}
+
+// dropOrphan deletes a stored lease of this node that its pool does not
+// hold: a lease write whose outcome was unknown (it timed out, and the pool
+// stopped the container) left it behind, and it would refuse the session a
+// new lease until it expired. The delete is at the lease's revision: a
+// lease written since is kept. The caller's retry then gets a container.
+func (n *Node) dropOrphan(ctx context.Context, pool string, l actors.StoredLease) {
+	p := n.pools[pool]
+	if p == nil {
+		return
+	}
+	if held, err := p.Holds(ctx, l.Record.ID, l.Record.Slot); err != nil || held {
+		return
+	}
+	if err := n.leases.Delete(ctx, pool, l.Record.ID, l.Revision); err == nil {
+		n.log.Warn("ended an orphaned lease of this node", "pool", pool, "session", l.Record.ID, "slot", l.Record.Slot)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/warmpool/warmpool/actors"
@@ -110,7 +111,7 @@ func OpenStores(ctx context.Context, js jetstream.JetStream, o StoreOptions) (*L
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the snapshot bucket %q: %w", o.SnapshotBucket, err)
 	}
-	return &LeaseKV{kv: leases}, &SnapshotKV{kv: slots}, nil
+	return &LeaseKV{kv: leases, nc: js.Conn()}, &SnapshotKV{kv: slots}, nil
 }
 
 // LeaseKV is an actors.LeaseStore on a JetStream KV bucket. Every write is
@@ -119,6 +120,7 @@ func OpenStores(ctx context.Context, js jetstream.JetStream, o StoreOptions) (*L
 // for concurrent use.
 type LeaseKV struct {
 	kv jetstream.KeyValue
+	nc *nats.Conn // for reads from the bucket's leader
 }
 
 var _ actors.LeaseStore = (*LeaseKV)(nil)
@@ -143,17 +145,27 @@ func (l *LeaseKV) Create(ctx context.Context, r actors.LeaseRecord) (uint64, err
 	if err != nil {
 		return 0, err
 	}
-	rev, err := l.kv.Create(ctx, key, val)
-	if err != nil {
-		// On a replicated bucket a Create that lost the race to re-create a
-		// deleted key reports the bare wrong-last-sequence code.
-		if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
-			return 0, fmt.Errorf("%w: pool %s id %q (key %s in bucket %s): %w",
-				actors.ErrLeaseExists, r.Pool, r.ID, key, l.kv.Bucket(), err)
-		}
-		return 0, fmt.Errorf("creating lease key %s in bucket %s: %w", key, l.kv.Bucket(), err)
+	var rev uint64
+	unsure, err := retryWrite(ctx, func(ctx context.Context) (err error) {
+		rev, err = l.kv.Create(ctx, key, val)
+		return err
+	})
+	if err == nil {
+		return rev, nil
 	}
-	return rev, nil
+	// On a replicated bucket a Create that lost the race to re-create a
+	// deleted key reports the bare wrong-last-sequence code.
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
+		if unsure {
+			// An earlier try that timed out may be what holds the key.
+			if rev, ok := l.landed(ctx, key, val); ok {
+				return rev, nil
+			}
+		}
+		return 0, fmt.Errorf("%w: pool %s id %q (key %s in bucket %s): %w",
+			actors.ErrLeaseExists, r.Pool, r.ID, key, l.kv.Bucket(), err)
+	}
+	return 0, fmt.Errorf("creating lease key %s in bucket %s: %w", key, l.kv.Bucket(), unknownIf(unsure, err))
 }
 
 // Update implements actors.LeaseStore: it rewrites r only if its key is
@@ -169,9 +181,18 @@ func (l *LeaseKV) Update(ctx context.Context, r actors.LeaseRecord, revision uin
 		return 0, fmt.Errorf("%w: updating key %s in bucket %s at revision 0, which no lease has",
 			actors.ErrRevisionMismatch, key, l.kv.Bucket())
 	}
-	rev, err := l.kv.Update(ctx, key, val, revision)
+	var rev uint64
+	unsure, err := retryWrite(ctx, func(ctx context.Context) (err error) {
+		rev, err = l.kv.Update(ctx, key, val, revision)
+		return err
+	})
+	if err != nil && unsure && conflict(err) {
+		if rev, ok := l.landed(ctx, key, val); ok {
+			return rev, nil
+		}
+	}
 	if err != nil {
-		return 0, l.writeErr("updating", key, revision, err)
+		return 0, l.writeErr("updating", key, revision, unknownIf(unsure, err))
 	}
 	return rev, nil
 }
@@ -189,14 +210,23 @@ func (l *LeaseKV) Delete(ctx context.Context, pool, id string, revision uint64) 
 		return fmt.Errorf("%w: deleting key %s in bucket %s at revision 0, which no lease has",
 			actors.ErrRevisionMismatch, key, l.kv.Bucket())
 	}
-	if err := l.kv.Delete(ctx, key, jetstream.LastRevision(revision)); err != nil {
-		return l.writeErr("deleting", key, revision, err)
+	unsure, err := retryWrite(ctx, func(ctx context.Context) error {
+		return l.kv.Delete(ctx, key, jetstream.LastRevision(revision))
+	})
+	if err != nil && unsure && conflict(err) {
+		// The delete marker an earlier try wrote moved the revision.
+		if l.gone(ctx, key) {
+			return nil
+		}
+	}
+	if err != nil {
+		return l.writeErr("deleting", key, revision, unknownIf(unsure, err))
 	}
 	return nil
 }
 
 func (l *LeaseKV) writeErr(op, key string, revision uint64, err error) error {
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSequence(err) {
+	if conflict(err) {
 		return fmt.Errorf("%w: %s key %s in bucket %s at revision %d: %w",
 			actors.ErrRevisionMismatch, op, key, l.kv.Bucket(), revision, err)
 	}
@@ -218,11 +248,30 @@ func (l *LeaseKV) Get(ctx context.Context, pool, id string) (lease actors.Stored
 	if err != nil {
 		return lease, false, fmt.Errorf("reading lease key %s in bucket %s: %w", key, l.kv.Bucket(), err)
 	}
-	r, err := decodeLease(pool, e)
+	r, err := decodeLease(pool, l.kv.Bucket(), key, e.Value())
 	if err != nil {
 		return lease, false, err
 	}
 	return actors.StoredLease{Record: r, Revision: e.Revision()}, true, nil
+}
+
+// Lookup is Get, except that a miss is checked with the bucket's leader: a
+// replica behind it misses a lease just written, and a request that
+// missed it would be told the session has none.
+func (l *LeaseKV) Lookup(ctx context.Context, pool, id string) (lease actors.StoredLease, ok bool, err error) {
+	if lease, ok, err = l.Get(ctx, pool, id); ok || err != nil {
+		return lease, ok, err
+	}
+	key, _ := leaseKey(pool, id) // Get checked it
+	cur, err := l.leaderRead(ctx, key)
+	if err != nil || cur.deleted {
+		return lease, false, err
+	}
+	r, err := decodeLease(pool, l.kv.Bucket(), key, cur.value)
+	if err != nil {
+		return lease, false, err
+	}
+	return actors.StoredLease{Record: r, Revision: cur.revision}, true, nil
 }
 
 // List implements actors.LeaseStore: the current leases of pool, sorted by
@@ -240,7 +289,7 @@ func (l *LeaseKV) List(ctx context.Context, pool string) ([]actors.StoredLease, 
 	var out []actors.StoredLease
 	var skipped []error
 	for _, e := range entries {
-		r, err := decodeLease(pool, e)
+		r, err := decodeLease(pool, e.Bucket(), e.Key(), e.Value())
 		if err != nil {
 			skipped = append(skipped, err)
 			continue
@@ -266,15 +315,14 @@ func encodeLease(r actors.LeaseRecord) (key string, val []byte, err error) {
 	return key, val, nil
 }
 
-func decodeLease(pool string, e jetstream.KeyValueEntry) (actors.LeaseRecord, error) {
+func decodeLease(pool, bucket, key string, val []byte) (actors.LeaseRecord, error) {
 	var r actors.LeaseRecord
-	key := e.Key()
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return r, fmt.Errorf("%w: key %s in bucket %s: %w", ErrBadRecord, key, e.Bucket(), err)
+	if err := json.Unmarshal(val, &r); err != nil {
+		return r, fmt.Errorf("%w: key %s in bucket %s: %w", ErrBadRecord, key, bucket, err)
 	}
 	if r.Version > actors.LeaseSchema {
 		return r, fmt.Errorf("%w: key %s in bucket %s has lease schema %d, this build reads up to %d",
-			ErrNewerSchema, key, e.Bucket(), r.Version, actors.LeaseSchema)
+			ErrNewerSchema, key, bucket, r.Version, actors.LeaseSchema)
 	}
 	// The key, not the value, is what Create and Update fenced: a value
 	// that names another lease is not to be trusted.
@@ -282,7 +330,7 @@ func decodeLease(pool string, e jetstream.KeyValueEntry) (actors.LeaseRecord, er
 	id, err := base64.RawURLEncoding.DecodeString(enc)
 	if err != nil || r.Pool != pool || r.ID != string(id) {
 		return r, fmt.Errorf("%w: key %s in bucket %s holds the lease of pool %s id %q",
-			ErrBadRecord, key, e.Bucket(), r.Pool, r.ID)
+			ErrBadRecord, key, bucket, r.Pool, r.ID)
 	}
 	return r, nil
 }

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,9 +45,18 @@ type Options struct {
 	// NATSURL connects to an existing NATS system instead of starting the
 	// embedded server.
 	NATSURL string `json:"nats_url"`
+	// NATSWait is how long Start waits for NATSURL to take the connection,
+	// for a NATS system that starts at the same time; default 0: one try.
+	NATSWait time.Duration `json:"nats_wait"`
 	// NATSListen is where the embedded server takes clients, host:port; a
 	// port of -1 picks a free one. Default 127.0.0.1:4222.
 	NATSListen string `json:"nats_listen"`
+	// NATSClusterListen, NATSClusterName and NATSRoutes make the embedded
+	// server one of a NATS cluster (see ServerOptions); then set Replicas
+	// to 3 so that the buckets outlive a server.
+	NATSClusterListen string   `json:"nats_cluster_listen,omitempty"`
+	NATSClusterName   string   `json:"nats_cluster_name,omitempty"`
+	NATSRoutes        []string `json:"nats_routes,omitempty"`
 	// Pools are the pools the node runs; at least one.
 	Pools []messages.PoolConfig `json:"pools"`
 	// Logger gets the node's logs; default slog.Default().
@@ -228,12 +235,19 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("JetStream: %w", err)
 	}
-	leases, snapshots, err := OpenStores(ctx, js, StoreOptions{Replicas: o.Replicas})
-	if err != nil {
+	var leases *LeaseKV
+	var snapshots *SnapshotKV
+	if err := untilJetStream(ctx, "opening the buckets", func(ctx context.Context) (err error) {
+		leases, snapshots, err = OpenStores(ctx, js, StoreOptions{Replicas: o.Replicas})
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	n.leases = leases
-	if _, err := OpenEventStream(ctx, js, EventStreamOptions{MaxAge: o.EventsMaxAge, MaxBytes: o.EventsMaxBytes, Replicas: o.Replicas}); err != nil {
+	if err := untilJetStream(ctx, "opening the event stream", func(ctx context.Context) error {
+		_, err := OpenEventStream(ctx, js, EventStreamOptions{MaxAge: o.EventsMaxAge, MaxBytes: o.EventsMaxBytes, Replicas: o.Replicas})
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	if n.events, err = NewEventPublisher(js, EventPublisherOptions{Logger: n.log}); err != nil {
@@ -296,53 +310,40 @@ func (n *Node) connect(ctx context.Context) error {
 	o := n.opts
 	opts := []nats.Option{nats.Name("warmpool-node-" + o.NodeID), nats.MaxReconnects(-1)}
 	if o.NATSURL != "" {
-		nc, err := nats.Connect(o.NATSURL, opts...)
-		if err != nil {
-			return fmt.Errorf("connecting to NATS at %s: %w", o.NATSURL, err)
+		// NATS may be starting too (a cluster brought up at once): wait for
+		// it, if asked.
+		wctx, cancel := context.WithTimeout(ctx, o.NATSWait)
+		defer cancel()
+		for try := 0; ; try++ {
+			nc, err := nats.Connect(o.NATSURL, opts...)
+			if err == nil {
+				n.nc, n.url = nc, o.NATSURL
+				return nil
+			}
+			if !errors.Is(err, nats.ErrNoServers) || o.NATSWait <= 0 {
+				return fmt.Errorf("connecting to NATS at %s: %w", o.NATSURL, err)
+			}
+			if try%20 == 0 {
+				n.log.Info("waiting for NATS", "url", o.NATSURL, "err", err)
+			}
+			select {
+			case <-wctx.Done():
+				return fmt.Errorf("connecting to NATS at %s: %w", o.NATSURL, err)
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
-		n.nc, n.url = nc, o.NATSURL
-		return nil
 	}
-	host, portStr, err := net.SplitHostPort(o.NATSListen)
-	if err != nil {
-		return fmt.Errorf("%w: nats listen address %q: %v", messages.ErrConfigValidation, o.NATSListen, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < -1 || port > 65535 {
-		return fmt.Errorf("%w: nats listen address %q: bad port", messages.ErrConfigValidation, o.NATSListen)
-	}
-	if port > 0 {
-		// The embedded server only logs a port it cannot bind, and would
-		// leave Start waiting: find out first, with a clear message.
-		l, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
-		if err != nil {
-			return fmt.Errorf("embedded NATS server cannot listen on %s: %w", o.NATSListen, err)
-		}
-		l.Close()
-	}
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "warmpool-" + o.NodeID,
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   filepath.Join(o.DataDir, "jetstream"),
-		NoSigs:     true,
-		NoLog:      true,
-		// Every lease write is fsynced before it is acknowledged: a lease
-		// the node replied with survives a machine crash.
-		SyncAlways: !o.SyncPeriodic,
+	srv, err := StartServer(ctx, ServerOptions{
+		Name:          "warmpool-" + o.NodeID,
+		Listen:        o.NATSListen,
+		StoreDir:      filepath.Join(o.DataDir, "jetstream"),
+		SyncPeriodic:  o.SyncPeriodic,
+		ClusterListen: o.NATSClusterListen,
+		ClusterName:   o.NATSClusterName,
+		Routes:        o.NATSRoutes,
 	})
 	if err != nil {
-		return fmt.Errorf("embedded NATS server: %w", err)
-	}
-	go srv.Start()
-	wait := 10 * time.Second
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-		wait = time.Until(dl)
-	}
-	if !srv.ReadyForConnections(wait) {
-		srv.Shutdown()
-		return fmt.Errorf("embedded NATS server did not start on %s (is the port in use?)", o.NATSListen)
+		return err
 	}
 	n.srv = srv
 	n.url = srv.ClientURL()

@@ -68,6 +68,14 @@ func (n *Node) handle(req micro.Request) {
 	// for a request another node forwarded here: that one is served here
 	// and never forwarded again.
 	direct := len(tokens) == 6 && tokens[2] == "node"
+	var deadline time.Time
+	if ms, err := strconv.ParseInt(req.Headers().Get(messages.TimeoutHeader), 10, 64); err == nil {
+		if ms <= 0 {
+			reply.fail(fmt.Errorf("%w: the caller stopped waiting (%s %d); nothing was done", messages.ErrNotReady, messages.TimeoutHeader, ms))
+			return
+		}
+		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+	}
 	hops := 0
 	if direct {
 		hops = max(1, hopsOf(req.Headers().Get(hopsHeader)))
@@ -95,22 +103,22 @@ func (n *Node) handle(req micro.Request) {
 			reply.fail(err)
 			return
 		}
-		fw := forwarding{node: n, reply: reply, pool: poolName, verb: verb, id: body.ID, data: data, hops: hops}
+		fw := forwarding{node: n, reply: reply, pool: poolName, verb: verb, id: body.ID, data: data, hops: hops, deadline: deadline}
 		switch verb {
 		case messages.VerbAcquire:
 			if !direct && n.draining.Load() {
 				// No new session here: a session this node holds is served,
 				// a new one goes to a node that serves.
-				pool.Send(messages.Acquire{ID: body.ID, StickyOnly: true, Reply: placeOr(fw, pool)})
+				pool.Send(messages.Acquire{ID: body.ID, StickyOnly: true, Deadline: deadline, Reply: placeOr(fw, pool)})
 				break
 			}
 			if !direct && n.warmElsewhere(poolName) != "" {
 				// Another node has a warm container: a new session goes
 				// there rather than waiting for a cold start here.
-				pool.Send(messages.Acquire{ID: body.ID, NoColdStart: true, Reply: placeOr(fw, pool)})
+				pool.Send(messages.Acquire{ID: body.ID, NoColdStart: true, Deadline: deadline, Reply: placeOr(fw, pool)})
 				break
 			}
-			pool.Send(messages.Acquire{ID: body.ID, Reply: orForward[messages.Lease](fw)})
+			pool.Send(messages.Acquire{ID: body.ID, Deadline: deadline, Reply: orForward[messages.Lease](fw)})
 		case messages.VerbRenew:
 			pool.Send(messages.Renew{ID: body.ID, Reply: orForward[messages.Lease](fw)})
 		default:

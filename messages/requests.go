@@ -1,5 +1,7 @@
 package messages
 
+import "time"
+
 // Requests to a pool actor. Each carries the function that receives the
 // answer; the pool calls it exactly once, from its mailbox, so a Reply must
 // not block (hand the answer to a channel or a NATS publish).
@@ -15,8 +17,12 @@ type Acquire struct {
 	// StickyOnly serves only a session the pool already holds: a new one is
 	// answered actors.ErrNoWarm at once (a draining node sends new sessions
 	// elsewhere).
-	StickyOnly bool               `json:"sticky_only,omitempty"`
-	Reply      func(Lease, error) `json:"-"`
+	StickyOnly bool `json:"sticky_only,omitempty"`
+	// Deadline is when the caller stops waiting; zero: it waits as long as
+	// it takes. A new session whose every caller has stopped waiting by the
+	// time its lease is written is ended at once: nobody would use it.
+	Deadline time.Time          `json:"deadline,omitzero"`
+	Reply    func(Lease, error) `json:"-"`
 }
 
 // Release ends the lease of session ID.

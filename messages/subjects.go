@@ -8,6 +8,12 @@ const (
 	SubjectPrefix  = "warmpool.v1"
 )
 
+// TimeoutHeader, optional on a request, is how many milliseconds its caller
+// waits for the reply. A node starts no work for a request whose caller has
+// stopped waiting (it would make a session nobody knows of), and passes
+// what is left on when it forwards the request to another node.
+const TimeoutHeader = "Warmpool-Timeout"
+
 // Verbs, the last token of a subject.
 const (
 	VerbAcquire  = "acquire"

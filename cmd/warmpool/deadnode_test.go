@@ -41,18 +41,7 @@ func TestDeadNodeSessionsMove(t *testing.T) {
 		defer cancel()
 		_ = a.Shutdown(c)
 	}()
-	cfg := filepath.Join(dir, "pools.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`pools:
-  web:
-    command: [%q, "demo-app"]
-    env: {GORACE: "atexit_sleep_ms=0"}
-    readyPath: /healthz
-    warmTarget: 4
-    maxInstances: 20
-    stopGrace: 1s
-`, os.Args[0])), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeWebConfig(t, dir, 4, 20, "")
 	bID := fmt.Sprintf("b-%d-%d", os.Getpid(), time.Now().UnixNano())
 	t.Cleanup(func() { killContainers(bID) })
 	b := startNodeProc(t, filepath.Join(dir, "b"), cfg, bID, a.ClientURL(), "--heartbeat", "100ms", "--dead-after", "1s")
@@ -118,6 +107,25 @@ func TestDeadNodeSessionsMove(t *testing.T) {
 	}
 	t.Logf("dead node detected %s after SIGKILL (dead-after 1s); its %d sessions served again within %s",
 		detected.Round(time.Millisecond), onB, servedAgain.Round(time.Millisecond))
+}
+
+// writeWebConfig writes a config of one pool, web, of demo-app containers
+// (this test binary), and returns its path; extra is more of web's keys.
+func writeWebConfig(t *testing.T, dir string, warmTarget, maxInstances int, extra string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "pools.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`pools:
+  web:
+    command: [%q, "demo-app"]
+    env: {GORACE: "atexit_sleep_ms=0"}
+    readyPath: /healthz
+    warmTarget: %d
+    maxInstances: %d
+    stopGrace: 1s
+%s`, os.Args[0], warmTarget, maxInstances, extra)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func ctx(t *testing.T) context.Context {

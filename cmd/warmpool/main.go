@@ -51,6 +51,7 @@ var commands []command
 func init() {
 	commands = []command{
 		{"serve", "run a warmpool node: an embedded NATS server (or --nats-url) and the pools of --config", (*cli).serve},
+		{"nats", "run a NATS server with JetStream on its own, one server of a NATS cluster", (*cli).natsServer},
 		{"acquire", "acquire the container of session ID; prints the lease as JSON", (*cli).acquire},
 		{"release", "release the container of session ID", (*cli).release},
 		{"renew", "extend the lease of session ID", (*cli).renew},

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 	testkit.RunDemoAppIfChild() // for pools made with testkit.DemoPool
 	// The test binary stands in for the warmpool binary: as a pool's demo
 	// container, and as a node process that a test can SIGKILL.
-	if len(os.Args) > 1 && (os.Args[1] == "demo-app" || os.Args[1] == "serve") {
+	if len(os.Args) > 1 && (os.Args[1] == "demo-app" || os.Args[1] == "serve" || os.Args[1] == "nats") {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 	}
 	code := m.Run()

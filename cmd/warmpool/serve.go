@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,7 +26,12 @@ func (c *cli) serve(args []string) int {
 	// Not read from $NATS_URL: that variable points the client commands at a
 	// node, and a node that followed it would stop embedding its own server.
 	natsURL := fs.String("nats-url", "", "join this NATS server instead of embedding one")
+	natsWait := fs.Duration("nats-wait", time.Minute, "how long to wait for --nats-url to answer at start (a NATS cluster that starts at the same time)")
 	natsListen := fs.String("nats-listen", cluster.DefaultNATSListen, "HOST:PORT the embedded NATS server listens on (port -1: any free port)")
+	clusterListen := fs.String("nats-cluster-listen", "", "HOST:PORT on which the embedded NATS server takes routes: it joins a NATS cluster (see --nats-routes)")
+	clusterName := fs.String("nats-cluster-name", cluster.DefaultClusterName, "name of the NATS cluster, the same on every server of it")
+	routes := fs.String("nats-routes", "", "comma-separated route URLs, nats://HOST:PORT, of the NATS cluster's servers")
+	replicas := fs.Int("replicas", 1, "replicas of the lease and snapshot buckets and the event stream, 1 to 5 (3 on a three-server NATS cluster)")
 	nodeID := fs.String("node-id", "", "this node's id, unique in the cluster (default: the id kept in the data dir, made on first start)")
 	onExit := fs.String("on-exit", string(actors.ExitLeave), "what to do with the containers on exit: leave (running, with their leases, for the next start to adopt) or stop")
 	syncMode := fs.String("sync", "always", "embedded NATS fsync: always (every lease write survives a machine crash) or periodic (faster; may lose recent writes on a crash)")
@@ -34,12 +40,11 @@ func (c *cli) serve(args []string) int {
 	heartbeat := fs.Duration("heartbeat", time.Second, "how often the node tells the others it is alive")
 	deadAfter := fs.Duration("dead-after", 5*time.Second, "how long a silent node counts as live (more than twice --heartbeat)")
 	record := fs.String("record", "", "record every pool's inputs to this file (JSON lines) for `warmpool replay`")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	logFormat := fs.String("log-format", "text", "text or json")
+	buildLogger := c.logFlags(fs)
 	if _, code, ok := c.parse(fs, args, 0, 0); !ok {
 		return code
 	}
-	logger, err := newLogger(c.stderr, *logLevel, *logFormat)
+	logger, err := buildLogger()
 	if err != nil {
 		return c.usageError(fs, err.Error())
 	}
@@ -48,6 +53,17 @@ func (c *cli) serve(args []string) int {
 	}
 	if *syncMode != "always" && *syncMode != "periodic" {
 		return c.usageError(fs, fmt.Sprintf("--sync %q must be always or periodic", *syncMode))
+	}
+
+	routeList, err := cluster.ParseRoutes(*routes)
+	if err != nil {
+		return c.usageError(fs, err.Error())
+	}
+	if *natsURL != "" && (*clusterListen != "" || len(routeList) > 0) {
+		return c.usageError(fs, "--nats-cluster-listen and --nats-routes configure the embedded server; with --nats-url there is none")
+	}
+	if *replicas < 1 || *replicas > 5 {
+		return c.usageError(fs, fmt.Sprintf("--replicas %d must be 1 to 5", *replicas))
 	}
 
 	var file config.File
@@ -69,7 +85,12 @@ func (c *cli) serve(args []string) int {
 		NodeID:            *nodeID,
 		DataDir:           *dataDir,
 		NATSURL:           *natsURL,
+		NATSWait:          *natsWait,
 		NATSListen:        *natsListen,
+		NATSClusterListen: *clusterListen,
+		NATSClusterName:   *clusterName,
+		NATSRoutes:        routeList,
+		Replicas:          *replicas,
 		Pools:             file.Pools,
 		Logger:            logger,
 		OnExit:            actors.OnExit(*onExit),
@@ -109,6 +130,14 @@ func (c *cli) serve(args []string) int {
 		return c.fail(fmt.Errorf("shutdown: %w", err))
 	}
 	return exitOK
+}
+
+// logFlags adds --log-level and --log-format to fs; the func it returns
+// builds the logger, writing to stderr, once fs is parsed.
+func (c *cli) logFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	format := fs.String("log-format", "text", "text or json")
+	return func() (*slog.Logger, error) { return newLogger(c.stderr, *level, *format) }
 }
 
 // newLogger builds the node's one logger, writing to w.

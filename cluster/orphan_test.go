@@ -1,0 +1,54 @@
+package cluster_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/warmpool/warmpool/actors"
+	"github.com/warmpool/warmpool/client"
+	"github.com/warmpool/warmpool/cluster"
+	"github.com/warmpool/warmpool/testkit"
+)
+
+// TestOrphanedLeaseIsDropped: a lease write that timed out may have landed
+// after all, and the pool, not knowing, stopped the container. The stored
+// lease names this node and a slot its pool does not hold; it must not
+// refuse the session for good. The first acquire is told to retry, and the
+// orphan is ended; the retry gets a container.
+func TestOrphanedLeaseIsDropped(t *testing.T) {
+	node, nc := testkit.StartNode(t, testkit.DemoPool("web", 0))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, _, err := cluster.OpenStores(ctx(t), js, cluster.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := actors.LeaseRecord{Pool: "web", ID: "s1", Node: node.ID(), Slot: "stopped-slot",
+		Endpoint: "http://127.0.0.1:1", ExpiresAt: time.Now().Add(time.Hour)}
+	if _, err := leases.Create(ctx(t), orphan); err != nil {
+		t.Fatal(err)
+	}
+	p := client.New(nc).Pool("web")
+	if _, err := p.GetContainer(ctx(t), "s1"); !client.IsRetryable(err) {
+		t.Fatalf("first acquire over an orphan: %v; want a retryable error", err)
+	}
+	l, err := p.GetContainer(ctx(t), "s1")
+	if err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if l.Slot == orphan.Slot || l.Node != node.ID() {
+		t.Fatalf("retry got %+v", l)
+	}
+	got, ok, err := leases.Get(ctx(t), "web", "s1")
+	if err != nil || !ok || got.Record.Slot != l.Slot {
+		t.Fatalf("stored lease %+v %v %v; want slot %s", got.Record, ok, err, l.Slot)
+	}
+	// A lease the pool holds is no orphan: acquires keep it.
+	if again, err := p.GetContainer(ctx(t), "s1"); err != nil || again.Slot != l.Slot {
+		t.Fatalf("sticky acquire: %+v %v", again, err)
+	}
+}
