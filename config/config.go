@@ -38,6 +38,7 @@ func Default(self string) File {
 // gives the os error (errors.Is(err, fs.ErrNotExist) works); a file that does
 // not parse or validate gives an error that names the file and wraps
 // messages.ErrConfigValidation. Files larger than 1 MiB are rejected.
+// Environment variables in the file are expanded first (see Expand).
 func Load(path string) (File, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -50,6 +51,9 @@ func Load(path string) (File, error) {
 	}
 	if len(data) > maxFileSize {
 		return File{}, fmt.Errorf("config file %s: %w: larger than %d bytes", path, messages.ErrConfigValidation, maxFileSize)
+	}
+	if data, err = Expand(data, os.LookupEnv); err != nil {
+		return File{}, fmt.Errorf("config file %s: %w", path, err)
 	}
 	file, err := Parse(data)
 	if err != nil {
