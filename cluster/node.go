@@ -290,7 +290,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 
 	// Before the service: request handlers read n.members.
 	if n.members, err = NewMembership(n.nc, MembershipOptions{
-		Node: o.NodeID, Interval: o.HeartbeatInterval, DeadAfter: o.DeadAfter, Logger: n.log,
+		Node: o.NodeID, Interval: o.HeartbeatInterval, DeadAfter: o.DeadAfter, Logger: o.Logger,
 		Load: n.loads, OnChange: n.reshare, OnDead: n.revokeDead,
 	}); err != nil {
 		return nil, err
