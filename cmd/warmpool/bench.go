@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -33,6 +34,7 @@ stderr; the table, or with --json one JSON object, to stdout.`)
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	svgPath := fs.String("svg", "", "also write an SVG plot of the latency distributions and the throughput to `FILE`")
 	syncMode := fs.String("sync", "both", "self-started node's NATS fsync: always, periodic, or both (one run each)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (clients, and a self-started node and server) to `FILE`, for go tool pprof")
 	if _, code, ok := c.parse(fs, args, 0, 0); !ok {
 		return code
 	}
@@ -85,6 +87,18 @@ stderr; the table, or with --json one JSON object, to stdout.`)
 			return c.fail(fmt.Errorf("svg: %w", err))
 		}
 		svg = f
+	}
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return c.fail(fmt.Errorf("cpuprofile: %w", err))
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return c.fail(fmt.Errorf("cpuprofile: %w", err))
+		}
+		defer pprof.StopCPUProfile()
 	}
 
 	// A signal ends the run early; the node and its containers are removed

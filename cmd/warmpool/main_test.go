@@ -495,3 +495,23 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Errorf("replay of a tampered recording: exit %d\n%s", code, stdout)
 	}
 }
+
+// TestBenchRefusesBadFlags: bench checks its flags before it starts
+// anything.
+func TestBenchRefusesBadFlags(t *testing.T) {
+	for _, tt := range []struct {
+		args     []string
+		code     int
+		inStderr string
+	}{
+		{[]string{"bench", "--sync", "sometimes"}, exitUsage, "--sync"},
+		{[]string{"bench", "--pool", "web"}, exitUsage, "--pool applies with --nats-url"},
+		{[]string{"bench", "--nats-url", "nats://127.0.0.1:1", "--sync", "always"}, exitUsage, "--sync applies"},
+		{[]string{"bench", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "cpu.prof")}, exitFail, "cpuprofile"},
+	} {
+		code, stdout, stderr := runCLI(nil, tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.inStderr) || stdout != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d mentioning %q", tt.args, code, stdout, stderr, tt.code, tt.inStderr)
+		}
+	}
+}
