@@ -467,8 +467,9 @@ func TestServiceDiscovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	// One shared endpoint per verb, the node's own acquire, renew and
-	// release, where other nodes forward a session's requests, and drain.
-	if info.Name != "warmpool" || len(info.Endpoints) != len(messages.Verbs)+4 {
+	// release, where other nodes forward a session's requests, ping and
+	// drain.
+	if info.Name != "warmpool" || len(info.Endpoints) != len(messages.Verbs)+5 {
 		t.Fatalf("service info = %+v", info)
 	}
 	subjects := map[string]bool{}

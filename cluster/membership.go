@@ -152,6 +152,8 @@ type Membership struct {
 
 	// seq is touched by the run goroutine only, or by Leave after it ended.
 	seq uint64
+	// lastCheck is when run last looked for silent nodes (run only).
+	lastCheck time.Time
 
 	mu      sync.Mutex
 	self    Member
@@ -306,6 +308,16 @@ func (m *Membership) run(msgs <-chan *nats.Msg) {
 		case <-beat.C:
 			m.publish(false)
 		case <-check.C:
+			// The heartbeats already here first: after a stall of this
+			// process they are what says the others are alive.
+			for drained := false; !drained; {
+				select {
+				case msg := <-msgs:
+					m.receive(msg)
+				default:
+					drained = true
+				}
+			}
 			m.expire(time.Now())
 		}
 	}
@@ -371,7 +383,24 @@ func (m *Membership) receive(msg *nats.Msg) {
 
 func (m *Membership) expire(now time.Time) {
 	var dead []string
+	// Time this node was not looking (a stopped process, a suspended
+	// machine, a long pause, a loaded CPU) says nothing of the others:
+	// their silence is counted in the time it watched only, so a node that
+	// wakes up does not declare every other one dead and revoke its leases.
+	var missed time.Duration
+	if !m.lastCheck.IsZero() {
+		missed = now.Sub(m.lastCheck) - m.o.Interval/2
+	}
+	m.lastCheck = now
 	m.mu.Lock()
+	if missed > 0 {
+		for id, mb := range m.members {
+			if mb.LastSeen = mb.LastSeen.Add(missed); mb.LastSeen.After(now) {
+				mb.LastSeen = now
+			}
+			m.members[id] = mb
+		}
+	}
 	for id, mb := range m.members {
 		if now.Sub(mb.LastSeen) > m.o.DeadAfter {
 			delete(m.members, id)
@@ -379,6 +408,9 @@ func (m *Membership) expire(now time.Time) {
 		}
 	}
 	m.mu.Unlock()
+	if missed > m.o.Interval {
+		m.log.Warn("this node stalled: the others' silence meanwhile does not count", "stall", missed.Round(time.Millisecond))
+	}
 	for _, id := range dead {
 		m.log.Warn("node declared dead", "member", id, "dead_after", m.o.DeadAfter)
 		if m.o.OnDead != nil {

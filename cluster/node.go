@@ -507,6 +507,12 @@ func (n *Node) revokeDead(dead string) {
 	if len(live) == 0 || live[0].Node != n.opts.NodeID || n.leases == nil {
 		return
 	}
+	if n.answers(dead) {
+		// Its heartbeats stopped reaching us, but it runs: its leases
+		// stay. Its next heartbeat makes it live again.
+		n.log.Warn("a node declared dead still answers; its leases are kept", "member", dead)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, c := range n.opts.Pools {

@@ -45,6 +45,11 @@ func (n *Node) serve() error {
 			return fmt.Errorf("adding endpoint %s: %w", subject, err)
 		}
 	}
+	// Ping: a node about to be declared dead is asked first.
+	if err := svc.AddEndpoint("node-ping", micro.HandlerFunc(n.handlePing), micro.WithEndpointSubject(pingSubject(n.opts.NodeID)),
+		micro.WithEndpointQueueGroupDisabled()); err != nil {
+		return fmt.Errorf("adding the ping endpoint: %w", err)
+	}
 	// Drain: node-level, on warmpool.v1.node.<node>.drain.
 	if err := svc.AddEndpoint("node-drain", micro.HandlerFunc(n.handleDrain), micro.WithEndpointSubject(messages.DrainSubject(n.opts.NodeID)),
 		micro.WithEndpointQueueGroupDisabled()); err != nil {
@@ -248,6 +253,20 @@ func (n *Node) clusterStats(pool string, local messages.Stats) messages.Stats {
 		st.Total += c.Total
 	}
 	return st
+}
+
+// pingSubject is where node answers that it runs.
+func pingSubject(node string) string { return messages.SubjectPrefix + ".node." + node + ".ping" }
+
+func (n *Node) handlePing(req micro.Request) {
+	_ = req.Respond([]byte(`{"type":"warmpool.v1.pong","node":"` + n.opts.NodeID + `"}`))
+}
+
+// answers reports whether node answers a ping within a second: a node whose
+// heartbeats stopped reaching the others may still run.
+func (n *Node) answers(node string) bool {
+	_, err := n.nc.Request(pingSubject(node), nil, time.Second)
+	return err == nil
 }
 
 func (n *Node) handleDrain(req micro.Request) {
