@@ -223,19 +223,21 @@ func (n *Node) servingElsewhere() string {
 }
 
 // dropOrphan deletes a stored lease of this node that its pool does not
-// hold: a lease write whose outcome was unknown (it timed out, and the pool
+// hold, and reports whether it did: a lease write whose outcome was unknown (it timed out, and the pool
 // stopped the container) left it behind, and it would refuse the session a
 // new lease until it expired. The delete is at the lease's revision: a
 // lease written since is kept. The caller's retry then gets a container.
-func (n *Node) dropOrphan(ctx context.Context, pool string, l actors.StoredLease) {
+func (n *Node) dropOrphan(ctx context.Context, pool string, l actors.StoredLease) bool {
 	p := n.pools[pool]
 	if p == nil {
-		return
+		return false
 	}
 	if held, err := p.Holds(ctx, l.Record.ID, l.Record.Slot); err != nil || held {
-		return
+		return false
 	}
-	if err := n.leases.Delete(ctx, pool, l.Record.ID, l.Revision); err == nil {
-		n.log.Warn("ended an orphaned lease of this node", "pool", pool, "session", l.Record.ID, "slot", l.Record.Slot)
+	if err := n.leases.Delete(ctx, pool, l.Record.ID, l.Revision); err != nil {
+		return false
 	}
+	n.log.Warn("ended an orphaned lease of this node", "pool", pool, "session", l.Record.ID, "slot", l.Record.Slot)
+	return true
 }

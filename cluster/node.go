@@ -124,14 +124,19 @@ type Node struct {
 	unlock func()
 }
 
-// purgeLoop keeps the buckets from growing with delete markers.
+// purgeLoop keeps the buckets from growing with delete markers, and ends
+// the leases nobody else will (sweepLeases).
 func (n *Node) purgeLoop(ctx context.Context, leases *LeaseKV, slots *SnapshotKV) {
 	t := time.NewTicker(purgeInterval)
 	defer t.Stop()
-	for {
+	for first := true; ; first = false {
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
 		if err := purgeDeleted(pctx, leases, slots); err != nil && ctx.Err() == nil {
 			n.log.Warn("purging delete markers failed", "err", err)
+		}
+		if !first {
+			// Not at start: the membership has not heard the others yet.
+			n.sweepLeases(pctx, time.Now())
 		}
 		cancel()
 		select {
@@ -140,6 +145,47 @@ func (n *Node) purgeLoop(ctx context.Context, leases *LeaseKV, slots *SnapshotKV
 		case <-t.C:
 		}
 	}
+}
+
+// sweepGrace is how long past its expiry a lease must be for the sweep to
+// end it: its holder, if it runs, reaps it long before.
+const sweepGrace = 5 * time.Minute
+
+// sweepLeases ends the stored leases that nobody else will end, each at its
+// revision, and returns how many: leases of this node that its pool does
+// not hold (orphans; see dropOrphan) and, by the live node with the lowest
+// id, leases expired for over sweepGrace whose node is not live (a node
+// that died while no other was up to revoke its leases, and never came
+// back).
+func (n *Node) sweepLeases(ctx context.Context, now time.Time) int {
+	live := map[string]bool{}
+	members := n.Members()
+	for _, m := range members {
+		live[m.Node] = true
+	}
+	first := len(members) > 0 && members[0].Node == n.opts.NodeID
+	ended := 0
+	for _, c := range n.opts.Pools {
+		leases, err := n.leases.List(ctx, c.Name)
+		if err != nil && len(leases) == 0 {
+			n.log.Warn("listing leases to sweep failed", "pool", c.Name, "err", err)
+			continue
+		}
+		for _, l := range leases {
+			switch {
+			case l.Record.Node == n.opts.NodeID:
+				if n.dropOrphan(ctx, c.Name, l) {
+					ended++
+				}
+			case first && !live[l.Record.Node] && now.Sub(l.Record.ExpiresAt) > sweepGrace:
+				if err := n.leases.Delete(ctx, c.Name, l.Record.ID, l.Revision); err == nil {
+					ended++
+					n.log.Info("ended the expired lease of a node that is gone", "pool", c.Name, "session", l.Record.ID, "holder", l.Record.Node)
+				}
+			}
+		}
+	}
+	return ended
 }
 
 // Start starts a node: the embedded NATS server (unless NATSURL is set), the

@@ -52,3 +52,45 @@ func TestOrphanedLeaseIsDropped(t *testing.T) {
 		t.Fatalf("sticky acquire: %+v %v", again, err)
 	}
 }
+
+// TestSweepEndsLeasesNobodyElseWill: the periodic sweep ends this node's
+// orphans and the long-expired leases of nodes that are not live, and
+// keeps the leases the pool holds, and those of nodes expired only lately.
+func TestSweepEndsLeasesNobodyElseWill(t *testing.T) {
+	node, nc := testkit.StartNode(t, testkit.DemoPool("web", 0))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, _, err := cluster.OpenStores(ctx(t), js, cluster.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := client.New(nc).Pool("web").GetContainer(ctx(t), "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, r := range []actors.LeaseRecord{
+		{Pool: "web", ID: "orphan", Node: node.ID(), Slot: "stopped-slot", ExpiresAt: now.Add(time.Hour)},
+		{Pool: "web", ID: "long-gone", Node: "gone-node", Slot: "x", ExpiresAt: now.Add(-10 * time.Minute)},
+		{Pool: "web", ID: "lately", Node: "gone-node", Slot: "y", ExpiresAt: now.Add(-time.Minute)},
+		{Pool: "web", ID: "unexpired", Node: "gone-node", Slot: "z", ExpiresAt: now.Add(time.Hour)},
+	} {
+		if _, err := leases.Create(ctx(t), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := node.SweepLeases(ctx(t), now); n != 2 {
+		t.Errorf("sweep ended %d leases; want 2", n)
+	}
+	for id, want := range map[string]bool{"held": true, "orphan": false, "long-gone": false, "lately": true, "unexpired": true} {
+		l, ok, err := leases.Get(ctx(t), "web", id)
+		if err != nil || ok != want {
+			t.Errorf("%s: stored %v (%v); want %v", id, ok, err, want)
+		}
+		if id == "held" && l.Record.Slot != held.Slot {
+			t.Errorf("held: %+v", l.Record)
+		}
+	}
+}
