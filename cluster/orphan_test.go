@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/warmpool/warmpool/actors"
@@ -12,12 +13,10 @@ import (
 	"github.com/warmpool/warmpool/testkit"
 )
 
-// TestOrphanedLeaseIsDropped: a lease write that timed out may have landed
-// after all, and the pool, not knowing, stopped the container. The stored
-// lease names this node and a slot its pool does not hold; it must not
-// refuse the session for good. The first acquire is told to retry, and the
-// orphan is ended; the retry gets a container.
-func TestOrphanedLeaseIsDropped(t *testing.T) {
+// nodeAndLeases starts a node of a demo pool web, and opens its lease
+// store beside it, to write what the node would not.
+func nodeAndLeases(t *testing.T) (*cluster.Node, *nats.Conn, *cluster.LeaseKV) {
+	t.Helper()
 	node, nc := testkit.StartNode(t, testkit.DemoPool("web", 0))
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -27,6 +26,16 @@ func TestOrphanedLeaseIsDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return node, nc, leases
+}
+
+// TestOrphanedLeaseIsDropped: a lease write that timed out may have landed
+// after all, and the pool, not knowing, stopped the container. The stored
+// lease names this node and a slot its pool does not hold; it must not
+// refuse the session for good. The first acquire is told to retry, and the
+// orphan is ended; the retry gets a container.
+func TestOrphanedLeaseIsDropped(t *testing.T) {
+	node, nc, leases := nodeAndLeases(t)
 	orphan := actors.LeaseRecord{Pool: "web", ID: "s1", Node: node.ID(), Slot: "stopped-slot",
 		Endpoint: "http://127.0.0.1:1", ExpiresAt: time.Now().Add(time.Hour)}
 	if _, err := leases.Create(ctx(t), orphan); err != nil {
@@ -57,15 +66,7 @@ func TestOrphanedLeaseIsDropped(t *testing.T) {
 // orphans and the long-expired leases of nodes that are not live, and
 // keeps the leases the pool holds, and those of nodes expired only lately.
 func TestSweepEndsLeasesNobodyElseWill(t *testing.T) {
-	node, nc := testkit.StartNode(t, testkit.DemoPool("web", 0))
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leases, _, err := cluster.OpenStores(ctx(t), js, cluster.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	node, nc, leases := nodeAndLeases(t)
 	held, err := client.New(nc).Pool("web").GetContainer(ctx(t), "held")
 	if err != nil {
 		t.Fatal(err)
