@@ -19,12 +19,13 @@ type snapshotWriter struct {
 	pending map[string]SlotSnapshot
 	busy    bool
 	wake    chan struct{}
+	hurry   chan struct{} // a flush: write now, gather no longer
 	idle    *sync.Cond
 	closed  bool
 }
 
 func newSnapshotWriter(store SnapshotStore, log *slog.Logger) *snapshotWriter {
-	w := &snapshotWriter{store: store, log: log, pending: map[string]SlotSnapshot{}, wake: make(chan struct{}, 1)}
+	w := &snapshotWriter{store: store, log: log, pending: map[string]SlotSnapshot{}, wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1)}
 	w.idle = sync.NewCond(&w.mu)
 	go w.run()
 	return w
@@ -49,11 +50,18 @@ func (w *snapshotWriter) put(s SlotSnapshot) {
 // writes them: a slot that is acquired and released many times in that
 // window costs one write. Snapshots lag the pool by about this much; the
 // lease, which recovery trusts first, is written before every reply.
-const snapshotCoalesce = 50 * time.Millisecond
+const snapshotCoalesce = 250 * time.Millisecond
 
 func (w *snapshotWriter) run() {
+	gather := time.NewTimer(snapshotCoalesce)
+	gather.Stop()
 	for range w.wake {
-		time.Sleep(snapshotCoalesce)
+		gather.Reset(snapshotCoalesce)
+		select {
+		case <-gather.C:
+		case <-w.hurry:
+			gather.Stop()
+		}
 		for {
 			w.mu.Lock()
 			if len(w.pending) == 0 {
@@ -93,6 +101,10 @@ func (w *snapshotWriter) write(s SlotSnapshot) {
 
 // flush waits until every queued snapshot is written or ctx ends.
 func (w *snapshotWriter) flush(ctx context.Context) error {
+	select {
+	case w.hurry <- struct{}{}:
+	default:
+	}
 	done := make(chan struct{})
 	go func() {
 		w.mu.Lock()

@@ -332,12 +332,6 @@ func (p *EventPublisher) run() {
 			p.log.Warn("dropping an event of a pool whose name is not a subject token", "pool", e.Pool, "err", err)
 			return
 		}
-		line, err := json.Marshal(e)
-		if err != nil {
-			p.failed.Add(1)
-			p.log.Warn("dropping an event that does not encode", "pool", e.Pool, "err", err)
-			return
-		}
 		b := batches[e.Pool]
 		if b == nil {
 			b = &eventBatch{pool: e.Pool}
@@ -347,7 +341,7 @@ func (p *EventPublisher) run() {
 				timer.Reset(p.o.BatchDelay)
 			}
 		}
-		b.data = append(append(b.data, line...), '\n')
+		b.data = append(e.AppendJSON(b.data), '\n')
 		b.count++
 		if b.count >= p.o.BatchSize || len(b.data) >= maxBatchBytes {
 			p.publish(b)
