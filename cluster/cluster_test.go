@@ -448,7 +448,7 @@ func TestCallerDeadline(t *testing.T) {
 	if st, _ := node.Pool("web").Stats(ctx(t)); st.Acquired != 0 || st.Waiting != 0 {
 		t.Fatalf("a request its caller gave up on made a session: %+v", st)
 	}
-	for i, ok := range []string{"5000", "soon"} {
+	for i, ok := range []string{"5000", "soon", "9223372036854775807", "99999999999999999999"} {
 		if msg := ask(ok, fmt.Sprint("on-time-", i)); msg.Header.Get(micro.ErrorCodeHeader) != "" {
 			t.Fatalf("timeout %s: %s", ok, msg.Data)
 		}

@@ -17,6 +17,10 @@ import (
 	"github.com/warmpool/warmpool/messages"
 )
 
+// maxCallerWait bounds the Warmpool-Timeout a node takes as a deadline; a
+// caller that says it waits longer is taken to wait as long as it takes.
+const maxCallerWait = 24 * time.Hour
+
 // serve registers the micro service: one endpoint per verb, on a wildcard
 // subject so that any pool name reaches a handler.
 func (n *Node) serve() error {
@@ -79,7 +83,9 @@ func (n *Node) handle(req micro.Request) {
 			reply.fail(fmt.Errorf("%w: the caller stopped waiting (%s %d); nothing was done", messages.ErrNotReady, messages.TimeoutHeader, ms))
 			return
 		}
-		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		if ms < maxCallerWait.Milliseconds() {
+			deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		} // longer (time.Duration would overflow): no deadline
 	}
 	hops := 0
 	if direct {
