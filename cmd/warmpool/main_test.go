@@ -119,6 +119,14 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "extra"},
 		{"serve", "--log-level", "loud"},
 		{"serve", "--log-format", "xml"},
+		{"serve", "--replicas", "0"},
+		{"serve", "--replicas", "6"},
+		{"serve", "--nats-routes", "127.0.0.1:6222"},
+		{"serve", "--nats-url", "nats://127.0.0.1:4222", "--nats-cluster-listen", "127.0.0.1:6222"},
+		{"nats", "extra"},
+		{"nats", "--routes", "http://a:1"},
+		{"nats", "--routes", "nats://nohost"},
+		{"nats", "--sync", "sometimes"},
 		{"demo-app", "extra"},
 		{"demo-app", "--port", "70000"},
 		{"demo-app", "--startup-delay", "-1s"},
@@ -512,6 +520,30 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		code, stdout, stderr := runCLI(nil, tt.args...)
 		if code != tt.code || !strings.Contains(stderr, tt.inStderr) || stdout != "" {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d mentioning %q", tt.args, code, stdout, stderr, tt.code, tt.inStderr)
+		}
+	}
+}
+
+// TestNATSStartFailures: `warmpool nats` that cannot start says why and
+// exits 1, leaving nothing running.
+func TestNATSStartFailures(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"nats", "--listen", l.Addr().String(), "--data-dir", t.TempDir()}, "cannot listen on " + l.Addr().String()},
+		{[]string{"nats", "--listen", "127.0.0.1:-1", "--cluster-listen", l.Addr().String(), "--data-dir", t.TempDir()}, "cannot listen on " + l.Addr().String()},
+		{[]string{"nats", "--listen", "nowhere", "--data-dir", t.TempDir()}, "nats listen address"},
+		{[]string{"nats", "--name", "a.b", "--listen", "127.0.0.1:-1", "--data-dir", t.TempDir()}, "server name"},
+	} {
+		code, stdout, stderr := runCLI(nil, tt.args...)
+		if code != exitFail || !strings.Contains(stderr, tt.want) || stdout != "" {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 mentioning %q", tt.args, code, stderr, tt.want)
 		}
 	}
 }
