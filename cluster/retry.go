@@ -63,7 +63,7 @@ func conflict(err error) bool {
 // leader has it, and its revision: a write whose ack was lost, seen by the
 // retry that the bucket refused.
 func (l *LeaseKV) landed(ctx context.Context, key string, val []byte) (uint64, bool) {
-	cur, err := l.leaderRead(ctx, key)
+	cur, err := l.readFromLeader(ctx, key)
 	if err != nil || cur.deleted || !bytes.Equal(cur.value, val) {
 		return 0, false
 	}
@@ -72,8 +72,19 @@ func (l *LeaseKV) landed(ctx context.Context, key string, val []byte) (uint64, b
 
 // gone reports whether key holds no lease, as the leader has it.
 func (l *LeaseKV) gone(ctx context.Context, key string) bool {
-	cur, err := l.leaderRead(ctx, key)
+	cur, err := l.readFromLeader(ctx, key)
 	return err == nil && cur.deleted
+}
+
+// readFromLeader is leaderRead, tried again while the bucket has no
+// leader: the answer decides whether a write landed, so it is worth the
+// wait (bounded by ctx).
+func (l *LeaseKV) readFromLeader(ctx context.Context, key string) (cur stored, err error) {
+	_, err = retryWrite(ctx, func(ctx context.Context) (err error) {
+		cur, err = l.leaderRead(ctx, key)
+		return err
+	})
+	return cur, err
 }
 
 // stored is a key's last message in a bucket's stream.
@@ -114,7 +125,9 @@ func (l *LeaseKV) leaderRead(ctx context.Context, key string) (stored, error) {
 	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
 		return stored{deleted: true}, nil
 	case resp.Error != nil:
-		return stored{}, fmt.Errorf("reading key %s of bucket %s from its leader: %s (%d)", key, bucket, resp.Error.Description, resp.Error.ErrCode)
+		// As an APIError, so that a leaderless 503 is tried again.
+		return stored{}, fmt.Errorf("reading key %s of bucket %s from its leader: %w", key, bucket,
+			&jetstream.APIError{Code: resp.Error.Code, ErrorCode: jetstream.ErrorCode(resp.Error.ErrCode), Description: resp.Error.Description})
 	case resp.Message == nil:
 		return stored{}, fmt.Errorf("reading key %s of bucket %s from its leader: empty reply", key, bucket)
 	}

@@ -179,7 +179,7 @@ func TestThreeNodesOnANATSCluster(t *testing.T) {
 		for id, ls := range got {
 			for _, l := range ls[1:] {
 				if l.Endpoint != ls[0].Endpoint || l.Node != ls[0].Node || l.Slot != ls[0].Slot {
-					t.Fatalf("%s: two containers: %+v and %+v", id, ls[0], l)
+					t.Fatalf("%s: two containers: %+v and %+v\n%s", id, ls[0], l, logsAbout(nodes, id))
 				}
 			}
 			if other, ok := endpoints[ls[0].Endpoint]; ok {
@@ -449,14 +449,8 @@ func TestThreeNodesOnANATSCluster(t *testing.T) {
 			if err != nil || st.Acquired != 20 {
 				stray := strayLeases(t, js, sessions)
 				var logs []string
-				for _, n := range nodes {
-					for _, line := range strings.Split(n.log.String(), "\n") {
-						for _, id := range stray {
-							if strings.Contains(line, "="+strings.Split(id, "@")[0]) {
-								logs = append(logs, n.nodeID[:2]+": "+line)
-							}
-						}
-					}
+				for _, id := range stray {
+					logs = append(logs, logsAbout(nodes, strings.Split(id, "@")[0]))
 				}
 				return fmt.Errorf("cluster-wide acquired %d (%v), want 20; stored leases of others: %v\n%s", st.Acquired, err, stray, strings.Join(logs, "\n"))
 			}
@@ -547,4 +541,19 @@ func strayLeases(t *testing.T, js jetstream.JetStream, sessions map[string]messa
 		}
 	}
 	return out
+}
+
+// logsAbout gathers the nodes' log lines about session id, and their
+// membership changes, for a failure's message.
+func logsAbout(nodes []*nodeProc, id string) string {
+	var out []string
+	for _, n := range nodes {
+		for _, line := range strings.Split(n.log.String(), "\n") {
+			if strings.Contains(line, "session="+id+" ") || strings.Contains(line, "declared dead") || strings.Contains(line, "revoked") ||
+				strings.Contains(line, "orphan") || strings.Contains(line, "stalled") {
+				out = append(out, n.nodeID[:2]+": "+line)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
