@@ -52,6 +52,18 @@ func (fw forwarding) expired() bool {
 // hopsHeader carries a forwarded request's hop count.
 const hopsHeader = "Warmpool-Hops"
 
+// placementHeader marks an acquire sent to another node for its warm
+// containers. The node serves it only from a warm container (or a session
+// it holds); with none left (the heartbeat that named it was old) it
+// answers with the header set to placementNone, and the sender serves the
+// session itself, cold start included: cold starts happen on the nodes the
+// requests reach, not all on the node that was warmest a moment ago.
+const (
+	placementHeader = "Warmpool-Placement"
+	placementWarm   = "warm"
+	placementNone   = "none"
+)
+
 // maxHops bounds forwarding: to a node with a warm container, then at most
 // once more, to the lease's holder.
 const maxHops = 2
@@ -130,17 +142,20 @@ func (fw forwarding) forward() (bool, error) {
 	if fw.expired() {
 		return false, errCallerGone
 	}
-	if !fw.to(ctx, l.Record.Node) {
+	if !fw.to(ctx, l.Record.Node, false) {
 		return false, fmt.Errorf("node %s, which holds its lease, did not answer", l.Record.Node)
 	}
 	return true, nil
 }
 
 // to sends the request to node and relays its reply; false if node did not
-// answer.
-func (fw forwarding) to(ctx context.Context, node string) bool {
+// answer, or, for a placement, had no warm container after all.
+func (fw forwarding) to(ctx context.Context, node string, placement bool) bool {
 	req := &nats.Msg{Subject: nodeSubject(node, fw.pool, fw.verb), Data: fw.data, Header: nats.Header{}}
 	req.Header.Set(hopsHeader, strconv.Itoa(fw.hops+1))
+	if placement {
+		req.Header.Set(placementHeader, placementWarm)
+	}
 	if !fw.deadline.IsZero() {
 		left := time.Until(fw.deadline)
 		if left <= 0 {
@@ -158,8 +173,25 @@ func (fw forwarding) to(ctx context.Context, node string) bool {
 		fw.node.log.Debug("forwarding failed", "pool", fw.pool, "session", fw.id, "to", node, "err", err)
 		return false
 	}
+	if msg.Header.Get(placementHeader) == placementNone {
+		return false
+	}
 	fw.reply.publish(&nats.Msg{Data: msg.Data, Header: msg.Header})
 	return true
+}
+
+// placed is the reply of an acquire another node sent here for a warm
+// container: nothing warm is answered with the placement header, so that
+// the sender serves the session itself.
+func placed(fw forwarding) func(messages.Lease, error) {
+	local := orForward[messages.Lease](fw)
+	return func(l messages.Lease, err error) {
+		if !errors.Is(err, actors.ErrNoWarm) {
+			local(l, err)
+			return
+		}
+		fw.reply.failWith(err, placementHeader, placementNone)
+	}
 }
 
 // placeOr is the reply of an acquire sent with NoColdStart: when the pool
@@ -178,14 +210,16 @@ func placeOr(fw forwarding, pool *actors.Pool) func(messages.Lease, error) {
 				local(l, errCallerGone)
 				return
 			}
-			target := fw.node.warmElsewhere(fw.pool)
-			if target == "" && fw.node.draining.Load() {
-				target = fw.node.servingElsewhere()
+			ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+			defer cancel()
+			// The node with the most warm containers serves only from a
+			// warm one; then a draining node's new session goes to any node
+			// that serves, cold start included.
+			if target := fw.node.warmElsewhere(fw.pool); target != "" && fw.to(ctx, target, true) {
+				return
 			}
-			if target != "" {
-				ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
-				defer cancel()
-				if fw.to(ctx, target) {
+			if fw.node.draining.Load() {
+				if target := fw.node.servingElsewhere(); target != "" && fw.to(ctx, target, false) {
 					return
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/warmpool/warmpool/actors"
 	"github.com/warmpool/warmpool/client"
@@ -378,4 +379,43 @@ func twoNodes(t *testing.T, web messages.PoolConfig, heartbeat, deadAfter time.D
 		}
 	})
 	return nodes[0], nodes[1]
+}
+
+// TestPlacementServesOnlyFromWarm: an acquire another node sends here for
+// a warm container (Warmpool-Placement: warm) is served from one, and when
+// none is left (the heartbeat that named this node was old) it is answered
+// with Warmpool-Placement: none and starts nothing, so that the sender
+// serves the session itself.
+func TestPlacementServesOnlyFromWarm(t *testing.T) {
+	web := testkit.DemoPool("web", time.Second) // a refill stays warming a while
+	web.WarmTarget, web.MaxInstances = 1, 10
+	node, nc := testkit.StartNode(t, web)
+	testkit.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if st, _ := node.Pool("web").Stats(ctx(t)); st.Warm != 1 {
+			return fmt.Errorf("warm %d", st.Warm)
+		}
+		return nil
+	})
+	place := func(id string) *nats.Msg {
+		t.Helper()
+		req := &nats.Msg{Subject: "warmpool.v1.node." + node.ID() + ".web.acquire", Data: []byte(`{"id":"` + id + `"}`), Header: nats.Header{}}
+		req.Header.Set("Warmpool-Hops", "1")
+		req.Header.Set("Warmpool-Placement", "warm")
+		msg, err := nc.RequestMsgWithContext(ctx(t), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	if msg := place("first"); msg.Header.Get(micro.ErrorCodeHeader) != "" || msg.Header.Get("Warmpool-Placement") != "" {
+		t.Fatalf("placed with a warm container free: %v %s", msg.Header, msg.Data)
+	}
+	msg := place("second")
+	if msg.Header.Get("Warmpool-Placement") != "none" || msg.Header.Get(micro.ErrorCodeHeader) != "503" {
+		t.Fatalf("placed with nothing warm: %v %s; want 503 and Warmpool-Placement: none", msg.Header, msg.Data)
+	}
+	st, err := node.Pool("web").Stats(ctx(t))
+	if err != nil || st.Acquired != 1 || st.Waiting != 0 || st.Warming != 1 {
+		t.Fatalf("stats %+v %v; want the first session only, and the refill warming unclaimed", st, err)
+	}
 }

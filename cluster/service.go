@@ -117,6 +117,13 @@ func (n *Node) handle(req micro.Request) {
 		fw := forwarding{node: n, reply: reply, pool: poolName, verb: verb, id: body.ID, data: data, hops: hops, deadline: deadline}
 		switch verb {
 		case messages.VerbAcquire:
+			if direct && req.Headers().Get(placementHeader) == placementWarm {
+				// Sent here for a warm container: no cold start here, and
+				// no new session at all if this node drains meanwhile.
+				draining := n.draining.Load()
+				pool.Send(messages.Acquire{ID: body.ID, NoColdStart: true, StickyOnly: draining, Deadline: deadline, Reply: placed(fw)})
+				break
+			}
 			if !direct && n.draining.Load() {
 				// No new session here: a session this node holds is served,
 				// a new one goes to a node that serves.
@@ -209,10 +216,16 @@ func respond[T any](r replier) func(T, error) {
 	}
 }
 
-func (r replier) fail(err error) {
+func (r replier) fail(err error) { r.failWith(err) }
+
+// failWith answers err, with more headers as key, value pairs.
+func (r replier) failWith(err error, headers ...string) {
 	body := messages.NewErrorBody(err)
 	data, _ := json.Marshal(body)
 	msg := &nats.Msg{Data: data, Header: nats.Header{}}
+	for i := 0; i+1 < len(headers); i += 2 {
+		msg.Header.Set(headers[i], headers[i+1])
+	}
 	msg.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(body.Status))
 	// A header is one line; exit reasons carry the container's last lines.
 	msg.Header.Set(micro.ErrorHeader, strings.Join(strings.Fields(body.Message), " "))
