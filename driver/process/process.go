@@ -330,6 +330,9 @@ func (d *Driver) Ready(ctx context.Context, h driver.Handle) error {
 		}
 		err := d.probe(ctx, p)
 		if err == nil {
+			err = d.owns(p)
+		}
+		if err == nil {
 			return nil
 		}
 		select {
@@ -346,6 +349,19 @@ func (d *Driver) Ready(ctx context.Context, h driver.Handle) error {
 
 func (p *proc) exitedErr() error {
 	return fmt.Errorf("%w before it was ready: process %d %s", driver.ErrExited, p.pid, p.exit.Reason)
+}
+
+// owns checks that what answered the probe is p's: a process of its group
+// listens on its port (see listensIn).
+func (d *Driver) owns(p *proc) error {
+	ok, err := listensIn(p.pid, p.port)
+	switch {
+	case err != nil:
+		return fmt.Errorf("port %d answers; whose listener it is could not be read: %w", p.port, err)
+	case !ok:
+		return fmt.Errorf("port %d answers, but not from process %d or its group (another process holds the port)", p.port, p.pid)
+	}
+	return nil
 }
 
 // probe tries once whether p answers.
