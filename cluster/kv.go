@@ -146,22 +146,21 @@ func (l *LeaseKV) Create(ctx context.Context, r actors.LeaseRecord) (uint64, err
 		return 0, err
 	}
 	var rev uint64
-	unsure, err := retryWrite(ctx, func(ctx context.Context) (err error) {
+	unsure, err := l.casWrite(ctx, key, 0, func(ctx context.Context) (err error) {
 		rev, err = l.kv.Create(ctx, key, val)
 		return err
+	}, func() bool {
+		// An earlier try that timed out may be what holds the key.
+		landed, ok := l.landed(ctx, key, val)
+		rev = landed
+		return ok
 	})
 	if err == nil {
 		return rev, nil
 	}
 	// On a replicated bucket a Create that lost the race to re-create a
 	// deleted key reports the bare wrong-last-sequence code.
-	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
-		if unsure {
-			// An earlier try that timed out may be what holds the key.
-			if rev, ok := l.landed(ctx, key, val); ok {
-				return rev, nil
-			}
-		}
+	if conflict(err) {
 		return 0, fmt.Errorf("%w: pool %s id %q (key %s in bucket %s): %w",
 			actors.ErrLeaseExists, r.Pool, r.ID, key, l.kv.Bucket(), err)
 	}
@@ -182,15 +181,14 @@ func (l *LeaseKV) Update(ctx context.Context, r actors.LeaseRecord, revision uin
 			actors.ErrRevisionMismatch, key, l.kv.Bucket())
 	}
 	var rev uint64
-	unsure, err := retryWrite(ctx, func(ctx context.Context) (err error) {
+	unsure, err := l.casWrite(ctx, key, revision, func(ctx context.Context) (err error) {
 		rev, err = l.kv.Update(ctx, key, val, revision)
 		return err
+	}, func() bool {
+		landed, ok := l.landed(ctx, key, val)
+		rev = landed
+		return ok
 	})
-	if err != nil && unsure && conflict(err) {
-		if rev, ok := l.landed(ctx, key, val); ok {
-			return rev, nil
-		}
-	}
 	if err != nil {
 		return 0, l.writeErr("updating", key, revision, unknownIf(unsure, err))
 	}
@@ -210,15 +208,12 @@ func (l *LeaseKV) Delete(ctx context.Context, pool, id string, revision uint64) 
 		return fmt.Errorf("%w: deleting key %s in bucket %s at revision 0, which no lease has",
 			actors.ErrRevisionMismatch, key, l.kv.Bucket())
 	}
-	unsure, err := retryWrite(ctx, func(ctx context.Context) error {
+	unsure, err := l.casWrite(ctx, key, revision, func(ctx context.Context) error {
 		return l.kv.Delete(ctx, key, jetstream.LastRevision(revision))
-	})
-	if err != nil && unsure && conflict(err) {
+	}, func() bool {
 		// The delete marker an earlier try wrote moved the revision.
-		if l.gone(ctx, key) {
-			return nil
-		}
-	}
+		return l.gone(ctx, key)
+	})
 	if err != nil {
 		return l.writeErr("deleting", key, revision, unknownIf(unsure, err))
 	}

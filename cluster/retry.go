@@ -21,10 +21,11 @@ import (
 // few seconds after its server dies) writes pause, then go through.
 const writeAttempt = 2 * time.Second
 
-// retryWrite runs try until it succeeds, is refused for good (a
-// compare-and-set conflict, a bad key, a closed connection), or ctx ends.
+// retry runs try (a write, or the read that settles one) until it
+// succeeds, is refused for good (a compare-and-set conflict, a bad key, a
+// closed connection), or ctx ends.
 // unsure reports that an earlier try failed in a way that may have landed.
-func retryWrite(ctx context.Context, try func(context.Context) error) (unsure bool, err error) {
+func retry(ctx context.Context, try func(context.Context) error) (unsure bool, err error) {
 	wait := 25 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, writeAttempt)
@@ -70,6 +71,36 @@ func (l *LeaseKV) landed(ctx context.Context, key string, val []byte) (uint64, b
 	return cur.revision, true
 }
 
+// casWrite runs write, a compare-and-set that expects key at revision
+// expected (0: absent), until it lands, fails for another reason, or is
+// refused for good. After a refusal, settled (which reads the leader's
+// copy) says whether an earlier try that may have landed did: then the
+// write is done. A refusal is believed only if the leader's copy has moved
+// from expected: a leader just elected refuses writes for a moment before
+// it has applied its log, and such a write is tried again.
+func (l *LeaseKV) casWrite(ctx context.Context, key string, expected uint64, write func(context.Context) error, settled func() bool) (unsure bool, err error) {
+	for {
+		again, err := retry(ctx, write)
+		unsure = unsure || again
+		if err == nil || !conflict(err) {
+			return unsure, err
+		}
+		if unsure && settled() {
+			return unsure, nil
+		}
+		cur, rerr := l.readFromLeader(ctx, key)
+		moved := rerr != nil || cur.deleted != (expected == 0) || expected != 0 && cur.revision != expected
+		if moved {
+			return unsure, err
+		}
+		select {
+		case <-ctx.Done():
+			return unsure, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // gone reports whether key holds no lease, as the leader has it.
 func (l *LeaseKV) gone(ctx context.Context, key string) bool {
 	cur, err := l.readFromLeader(ctx, key)
@@ -80,7 +111,7 @@ func (l *LeaseKV) gone(ctx context.Context, key string) bool {
 // leader: the answer decides whether a write landed, so it is worth the
 // wait (bounded by ctx).
 func (l *LeaseKV) readFromLeader(ctx context.Context, key string) (cur stored, err error) {
-	_, err = retryWrite(ctx, func(ctx context.Context) (err error) {
+	_, err = retry(ctx, func(ctx context.Context) (err error) {
 		cur, err = l.leaderRead(ctx, key)
 		return err
 	})

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-func TestRetryWrite(t *testing.T) {
+func TestRetry(t *testing.T) {
 	tests := []struct {
 		name       string
 		errs       []error // what each try returns, the last one repeated
@@ -30,7 +30,7 @@ func TestRetryWrite(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tries := 0
-			unsure, err := retryWrite(context.Background(), func(ctx context.Context) error {
+			unsure, err := retry(context.Background(), func(ctx context.Context) error {
 				if _, ok := ctx.Deadline(); !ok {
 					t.Error("a try has no deadline of its own")
 				}
@@ -51,12 +51,12 @@ func TestRetryWrite(t *testing.T) {
 	}
 }
 
-func TestRetryWriteStopsWithCtx(t *testing.T) {
+func TestRetryStopsWithCtx(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	tries := 0
-	unsure, err := retryWrite(ctx, func(context.Context) error { tries++; return nats.ErrTimeout })
+	unsure, err := retry(ctx, func(context.Context) error { tries++; return nats.ErrTimeout })
 	if !errors.Is(err, nats.ErrTimeout) || !unsure || tries < 2 {
 		t.Fatalf("err %v unsure %v after %d tries", err, unsure, tries)
 	}

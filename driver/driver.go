@@ -3,12 +3,16 @@
 // actors start, never from an actor's mailbox, so its calls may block.
 //
 // Implementations: driver/process (the embedded default: one OS process per
-// slot) and testkit.FakeDriver (deterministic actor tests).
+// slot), driver/docker (a container of the local Docker Engine per slot)
+// and testkit.FakeDriver (deterministic actor tests).
 package driver
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"time"
 
 	"github.com/warmpool/warmpool/messages"
@@ -91,4 +95,24 @@ type Driver interface {
 	// and Stop work on it. It verifies that h still names the same container
 	// (ErrNotSame, or ErrUnknownContainer when it is gone).
 	Adopt(ctx context.Context, h Handle) error
+}
+
+// ProbeHTTP is one readiness probe of a container's readyPath: a GET of url
+// that must answer 2xx. The body is read (up to 64 KiB) and discarded, so
+// that the client can reuse the connection.
+func ProbeHTTP(ctx context.Context, client *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
 }

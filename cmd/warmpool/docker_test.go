@@ -38,7 +38,7 @@ func TestDockerNodeKilledAdoptsItsContainers(t *testing.T) {
 `, image)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", testkit.FreePorts(t, 1)[0])
 	node := startNodeProc(t, filepath.Join(dir, "data"), cfg, nodeID, listen)
 	nc, err := nats.Connect(node.url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {

@@ -393,16 +393,6 @@ func TestClientCommandErrors(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestServeEndToEnd runs `warmpool serve` with the default config (one pool
 // of demo apps, which are this test binary) and drives it with the client
 // commands, then stops it with SIGTERM as a terminal or systemd would.
@@ -410,7 +400,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", testkit.FreePorts(t, 1)[0])
 	env := map[string]string{"NATS_URL": "nats://" + listen}
 	var serveErr testkit.Buffer
 	done := make(chan int, 1)

@@ -172,7 +172,7 @@ func TestNodeRecoversAfterSIGKILLAndGracefulRestart(t *testing.T) {
 	// Unique on this machine: the node adopts or stops whatever carries its id.
 	nodeID := fmt.Sprintf("recover-%d-%d", os.Getpid(), time.Now().UnixNano())
 	t.Cleanup(func() { killContainers(nodeID) })
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", testkit.FreePorts(t, 1)[0])
 	node := startNodeProc(t, filepath.Join(dir, "data"), cfg, nodeID, listen)
 
 	nc, err := nats.Connect(node.url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"math"
@@ -700,20 +699,7 @@ func (d *Driver) probe(ctx context.Context, c *ctr) error {
 		}
 		return fmt.Errorf("connection closed at once (nothing listens on port %s in the container?): %w", c.addr, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.readyURL, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := d.http.Do(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("GET %s: %s", c.readyURL, resp.Status)
-	}
-	return nil
+	return driver.ProbeHTTP(ctx, d.http, c.readyURL)
 }
 
 // Wait blocks until the container exits and says how (its exit status and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -377,20 +376,7 @@ func (d *Driver) probe(ctx context.Context, p *proc) error {
 		_ = c.Close()
 		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.readyURL, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := d.http.Do(req)
-	if err != nil {
-		return err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("GET %s: %s", p.readyURL, resp.Status)
-	}
-	return nil
+	return driver.ProbeHTTP(ctx, d.http, p.readyURL)
 }
 
 // Wait blocks until the process exits and says how, or until ctx ends.
