@@ -286,7 +286,7 @@ func runSelfStarted(ctx context.Context, o Options, sync string) (res Result, er
 func runExisting(ctx context.Context, o Options) (Result, error) {
 	nc, err := nats.Connect(o.NATSURL, nats.Name("warmpool-bench"))
 	if err != nil {
-		return Result{}, fmt.Errorf("connecting to NATS at %s: %w", redactURL(o.NATSURL), err)
+		return Result{}, fmt.Errorf("connecting to NATS at %s: %w", cluster.RedactURLs(o.NATSURL), err)
 	}
 	defer nc.Close()
 	pool := client.New(nc).Pool(o.Pool)
@@ -325,7 +325,7 @@ func runExisting(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	res, err := m.measure(ctx)
-	res.Target = redactURL(o.NATSURL)
+	res.Target = cluster.RedactURLs(o.NATSURL)
 	return res, err
 }
 
@@ -741,20 +741,4 @@ func concurrently(ctx context.Context, workers int, d time.Duration, f func(cont
 		return 0, elapsed, err
 	}
 	return n.Load(), elapsed, nil
-}
-
-// redactURL hides the credentials of NATS URLs, which error messages and
-// reports repeat.
-func redactURL(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if at := strings.LastIndex(p, "@"); at >= 0 {
-			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + "xxxxx" + p[at:]
-			} else {
-				parts[i] = "xxxxx" + p[at:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }

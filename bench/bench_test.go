@@ -179,8 +179,8 @@ func TestFormats(t *testing.T) {
 		"nats://user:secret@host:4222,nats://h2:1": "nats://xxxxx@host:4222,nats://h2:1",
 		"token@host": "xxxxx@host",
 	} {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		if got := cluster.RedactURLs(in); got != want {
+			t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

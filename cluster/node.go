@@ -347,7 +347,7 @@ func Start(ctx context.Context, o Options) (n *Node, err error) {
 	purgeCtx, stopPurge := context.WithCancel(context.Background())
 	n.stopPurge = stopPurge
 	go n.purgeLoop(purgeCtx, leases, snapshots)
-	n.log.Info("warmpool serving", "nats", n.url, "embedded", n.srv != nil, "pools", strings.Join(n.PoolNames(), ","))
+	n.log.Info("warmpool serving", "nats", RedactURLs(n.url), "embedded", n.srv != nil, "pools", strings.Join(n.PoolNames(), ","))
 	return n, nil
 }
 
@@ -367,14 +367,14 @@ func (n *Node) connect(ctx context.Context) error {
 				return nil
 			}
 			if !errors.Is(err, nats.ErrNoServers) || o.NATSWait <= 0 {
-				return fmt.Errorf("connecting to NATS at %s: %w", o.NATSURL, err)
+				return fmt.Errorf("connecting to NATS at %s: %w", RedactURLs(o.NATSURL), err)
 			}
 			if try%20 == 0 {
-				n.log.Info("waiting for NATS", "url", o.NATSURL, "err", err)
+				n.log.Info("waiting for NATS", "url", RedactURLs(o.NATSURL), "err", err)
 			}
 			select {
 			case <-wctx.Done():
-				return fmt.Errorf("connecting to NATS at %s: %w", o.NATSURL, err)
+				return fmt.Errorf("connecting to NATS at %s: %w", RedactURLs(o.NATSURL), err)
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
@@ -662,4 +662,21 @@ func loadNodeID(dir string) (string, error) {
 		return "", fmt.Errorf("writing the node id: %w", err)
 	}
 	return id, nil
+}
+
+// RedactURLs hides the credentials in a comma-separated list of NATS URLs,
+// which logs, reports and error messages repeat: the whole user info goes
+// (in nats://TOKEN@host the secret is the user name).
+func RedactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at >= 0 {
+			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+				parts[i] = p[:scheme+3] + "xxxxx" + p[at:]
+			} else {
+				parts[i] = "xxxxx" + p[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
 }

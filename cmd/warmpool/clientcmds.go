@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/warmpool/warmpool/client"
+	"github.com/warmpool/warmpool/cluster"
 	"github.com/warmpool/warmpool/messages"
 )
 
@@ -136,7 +135,7 @@ func (c *cli) callPool(cf *clientFlags, indent bool, call func(context.Context, 
 	natsURL := resolveNATSURL(cf.natsURL, c.env)
 	nc, err := nats.Connect(natsURL, nats.Name("warmpool-cli"))
 	if err != nil {
-		return c.fail(fmt.Errorf("cannot connect to NATS at %s: %w (set --nats-url or NATS_URL; is `warmpool serve` running?)", redactURLs(natsURL), err))
+		return c.fail(fmt.Errorf("cannot connect to NATS at %s: %w (set --nats-url or NATS_URL; is `warmpool serve` running?)", cluster.RedactURLs(natsURL), err))
 	}
 	defer nc.Close()
 
@@ -160,20 +159,6 @@ func (c *cli) callPool(cf *clientFlags, indent bool, call func(context.Context, 
 		return c.fail(err)
 	}
 	return exitOK
-}
-
-// redactURLs hides the credentials in a comma-separated list of NATS URLs,
-// which error messages repeat to terminals and logs. The whole user info goes:
-// in nats://TOKEN@host the secret is the user name.
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = url.User("xxxxx")
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 func (c *cli) drain(args []string) int {

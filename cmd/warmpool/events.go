@@ -73,7 +73,7 @@ func (c *cli) events(args []string) int {
 		url := resolveNATSURL(*natsURL, c.env)
 		nc, err := nats.Connect(url, nats.Name("warmpool-cli"))
 		if err != nil {
-			return c.fail(fmt.Errorf("cannot connect to NATS at %s: %w (set --nats-url or NATS_URL; is `warmpool serve` running? A stopped node's events are read with --data-dir)", redactURLs(url), err))
+			return c.fail(fmt.Errorf("cannot connect to NATS at %s: %w (set --nats-url or NATS_URL; is `warmpool serve` running? A stopped node's events are read with --data-dir)", cluster.RedactURLs(url), err))
 		}
 		defer nc.Close()
 		if js, err = jetstream.New(nc); err != nil {

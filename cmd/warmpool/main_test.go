@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/warmpool/warmpool/cluster"
 	"github.com/warmpool/warmpool/messages"
 	"github.com/warmpool/warmpool/testkit"
 )
@@ -198,9 +199,9 @@ func TestResolveNATSURL(t *testing.T) {
 }
 
 func TestRedactURLs(t *testing.T) {
-	got := redactURLs("nats://user:secret@h:1, nats://token@h:2,nats://h:3")
+	got := cluster.RedactURLs("nats://user:secret@h:1, nats://token@h:2,nats://h:3")
 	if strings.Contains(got, "secret") || strings.Contains(got, "token") || !strings.Contains(got, "nats://h:3") {
-		t.Errorf("redactURLs = %q", got)
+		t.Errorf("RedactURLs = %q", got)
 	}
 }
 
