@@ -274,17 +274,30 @@ func TestWaitHonoursContext(t *testing.T) {
 	}
 }
 
+// exitOf returns where hd's exit will come. It looks the process up now:
+// a Wait that only started once Stop had forgotten the handle would find
+// no container.
+func (h *harness) exitOf(hd driver.Handle) <-chan driver.Exit {
+	h.t.Helper()
+	p := h.d.lookup(hd.ID)
+	if p == nil {
+		h.t.Fatalf("no process %s", hd.ID)
+	}
+	exits := make(chan driver.Exit, 1)
+	go func() {
+		exit, _ := h.d.wait(ctx(h.t, 10*time.Second), p)
+		exits <- exit
+	}()
+	return exits
+}
+
 func TestStopGraceful(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	hd := h.start(h.spec(modeListen))
 	h.ready(hd)
 
-	exits := make(chan driver.Exit, 1)
-	go func() {
-		exit, _ := h.d.Wait(ctx(t, 10*time.Second), hd)
-		exits <- exit
-	}()
+	exits := h.exitOf(hd)
 	begin := time.Now()
 	if err := h.d.Stop(ctx(t, 10*time.Second), hd, 10*time.Second); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -305,11 +318,7 @@ func TestStopEscalatesToKill(t *testing.T) {
 	// Ready also makes sure the helper ignores SIGTERM before it gets one.
 	h.ready(hd)
 
-	exits := make(chan driver.Exit, 1)
-	go func() {
-		exit, _ := h.d.Wait(ctx(t, 10*time.Second), hd)
-		exits <- exit
-	}()
+	exits := h.exitOf(hd)
 	const grace = 200 * time.Millisecond
 	begin := time.Now()
 	if err := h.d.Stop(ctx(t, 10*time.Second), hd, grace); err != nil {
