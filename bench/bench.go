@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,7 +352,7 @@ func progress(o Options, sync, format string, args ...any) {
 }
 
 // newID is a session id no one else uses.
-func (m *meter) newID() string { return fmt.Sprintf("%s-%d", m.runID, m.seq.Add(1)) }
+func (m *meter) newID() string { return m.runID + "-" + strconv.FormatInt(m.seq.Add(1), 10) }
 
 func (m *meter) measure(ctx context.Context) (Result, error) {
 	res := Result{Sync: m.sync, Pool: m.pool.Name(), Containers: m.containers}

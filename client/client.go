@@ -184,21 +184,29 @@ func (p *Pool) call(ctx context.Context, verb string, body any, wantType string,
 
 // request sends one request and decodes its reply or its error.
 func (c *Client) request(ctx context.Context, subject string, body any, wantType string, out any) error {
-	data, err := json.Marshal(body)
+	data, err := messages.Encode(body)
 	if err != nil {
 		return fmt.Errorf("%s: encode the request: %w", subject, err)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
 	start := time.Now()
 	req := &nats.Msg{Subject: subject, Data: data}
+	var msg *nats.Msg
 	if dl, ok := ctx.Deadline(); ok {
 		req.Header = nats.Header{messages.TimeoutHeader: []string{strconv.FormatInt(time.Until(dl).Milliseconds(), 10)}}
+		msg, err = c.nc.RequestMsgWithContext(ctx, req)
+	} else if ctx.Done() == nil {
+		// Never cancelled: the client's timeout bounds the wait, with a
+		// timer rather than a context (the hot path).
+		req.Header = nats.Header{messages.TimeoutHeader: []string{strconv.FormatInt(c.timeout.Milliseconds(), 10)}}
+		if msg, err = c.nc.RequestMsg(req, c.timeout); errors.Is(err, nats.ErrTimeout) {
+			err = context.DeadlineExceeded
+		}
+	} else {
+		tctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		req.Header = nats.Header{messages.TimeoutHeader: []string{strconv.FormatInt(c.timeout.Milliseconds(), 10)}}
+		msg, err = c.nc.RequestMsgWithContext(tctx, req)
 	}
-	msg, err := c.nc.RequestMsgWithContext(ctx, req)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return &noNodeError{subject: subject}
@@ -222,19 +230,28 @@ func (c *Client) request(ctx context.Context, subject string, body any, wantType
 func decodeReply(subject string, data []byte, wantType string, out any) error {
 	// One pass: every reply type carries its type string in a Type field,
 	// read back after the decode (the hot path decodes each reply once).
-	err := json.Unmarshal(data, out)
+	err := messages.Decode(data, out)
 	var syntax *json.SyntaxError
 	if errors.As(err, &syntax) {
 		return fmt.Errorf("%w: %s: the reply is not JSON: %v", ErrInternal, subject, err)
 	}
 	// An empty type is tolerated; a different one means a node speaking
 	// another version of the API, whose fields may not mean what ours do.
-	if v := reflect.ValueOf(out); v.Kind() == reflect.Pointer && v.Elem().Kind() == reflect.Struct {
-		if f := v.Elem().FieldByName("Type"); f.IsValid() && f.Kind() == reflect.String {
-			if typ := f.String(); typ != "" && typ != wantType {
-				return fmt.Errorf("%w: %s: the reply is a %q, want %q", ErrInternal, subject, typ, wantType)
+	var typ string
+	switch o := out.(type) {
+	case *messages.Lease: // the hot path: no reflection
+		typ = o.Type
+	case *messages.Released:
+		typ = o.Type
+	default:
+		if v := reflect.ValueOf(out); v.Kind() == reflect.Pointer && v.Elem().Kind() == reflect.Struct {
+			if f := v.Elem().FieldByName("Type"); f.IsValid() && f.Kind() == reflect.String {
+				typ = f.String()
 			}
 		}
+	}
+	if typ != "" && typ != wantType {
+		return fmt.Errorf("%w: %s: the reply is a %q, want %q", ErrInternal, subject, typ, wantType)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %s: the reply does not decode as %s: %v", ErrInternal, subject, wantType, err)

@@ -72,7 +72,8 @@ func (n *Node) serve() error {
 // start does not hold up other requests.
 func (n *Node) handle(req micro.Request) {
 	reply := replier{nc: n.nc, subject: req.Reply(), node: n}
-	tokens := strings.Split(req.Subject(), ".")
+	var buf [6]string
+	tokens := splitSubject(req.Subject(), buf[:0])
 	// warmpool.v1.<pool>.<verb>, or warmpool.v1.node.<node>.<pool>.<verb>
 	// for a request another node forwarded here: that one is served here
 	// and never forwarded again.
@@ -90,7 +91,7 @@ func (n *Node) handle(req micro.Request) {
 	hops := 0
 	if direct {
 		hops = max(1, hopsOf(req.Headers().Get(hopsHeader)))
-		tokens = []string{tokens[0], tokens[1], tokens[4], tokens[5]}
+		tokens = append(tokens[:2], tokens[4], tokens[5])
 	}
 	if len(tokens) != 4 {
 		reply.fail(fmt.Errorf("%w: subject %q is not warmpool.v1.<pool>.<verb>", messages.ErrBadRequest, req.Subject()))
@@ -170,10 +171,26 @@ func (n *Node) handle(req micro.Request) {
 	}
 }
 
+// splitSubject appends subject's tokens to tokens: strings.Split without
+// the allocation, for a buffer large enough.
+func splitSubject(subject string, tokens []string) []string {
+	for {
+		i := strings.IndexByte(subject, '.')
+		if i < 0 {
+			return append(tokens, subject)
+		}
+		tokens = append(tokens, subject[:i])
+		subject = subject[i+1:]
+	}
+}
+
 // decode parses a JSON object body strictly enough to catch mistakes: one
 // object, no trailing data. Unknown fields are allowed so that newer clients
 // can talk to older nodes.
 func decode(data []byte, v any) error {
+	if messages.DecodeFast(data, v) {
+		return nil // exactly one object, as below
+	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		return fmt.Errorf("%w: the body is empty; send a JSON object", messages.ErrBadRequest)
 	}
@@ -207,7 +224,7 @@ func respond[T any](r replier) func(T, error) {
 			r.fail(err)
 			return
 		}
-		data, merr := json.Marshal(v)
+		data, merr := messages.Encode(v)
 		if merr != nil {
 			r.fail(merr)
 			return
