@@ -282,6 +282,19 @@ func TestTimeout(t *testing.T) {
 			t.Errorf("took %s, want about 50ms", d)
 		}
 	})
+	t.Run("default timeout under a cancellable ctx", func(t *testing.T) {
+		web := client.New(connect(t, srv), client.WithTimeout(50*time.Millisecond)).Pool("web")
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		start := time.Now()
+		_, err := web.GetContainer(ctx, "s1")
+		if !errors.Is(err, context.DeadlineExceeded) || client.IsRetryable(err) {
+			t.Fatalf("err = %v (retryable %v), want context.DeadlineExceeded, not retryable", err, client.IsRetryable(err))
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("took %s, want about 50ms", d)
+		}
+	})
 	t.Run("cancelled", func(t *testing.T) {
 		web := client.New(connect(t, srv)).Pool("web")
 		ctx, cancel := context.WithCancel(context.Background())
@@ -370,6 +383,40 @@ func TestIsRetryable(t *testing.T) {
 	for _, tt := range tests {
 		if got := client.IsRetryable(tt.err); got != tt.want {
 			t.Errorf("IsRetryable(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestCallerWaitHeader: every request says how long its caller waits, so
+// that a node neither forwards nor keeps a session past it: the ctx's
+// deadline when it has one, else the client's timeout.
+func TestCallerWaitHeader(t *testing.T) {
+	srv := startServer(t)
+	waits := make(chan string, 8)
+	startFake(t, connect(t, srv), func(pool, verb string, req micro.Request) {
+		waits <- req.Headers().Get(messages.TimeoutHeader)
+		happyNode(pool, verb, req)
+	})
+	web := client.New(connect(t, srv), client.WithTimeout(7*time.Second)).Pool("web")
+	deadline, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	cancellable, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	for _, tc := range []struct {
+		name     string
+		ctx      context.Context
+		min, max int64
+	}{
+		{"deadline", deadline, 2000, 3000},
+		{"background", context.Background(), 7000, 7000},
+		{"cancellable", cancellable, 6000, 7000},
+	} {
+		if _, err := web.GetContainer(tc.ctx, "s1"); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		ms, err := strconv.ParseInt(<-waits, 10, 64)
+		if err != nil || ms < tc.min || ms > tc.max {
+			t.Errorf("%s: %s = %d (%v), want %d to %d", tc.name, messages.TimeoutHeader, ms, err, tc.min, tc.max)
 		}
 	}
 }
