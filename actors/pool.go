@@ -25,12 +25,6 @@ const (
 	backoffMax  = time.Minute
 )
 
-// leaseWriteTimeout bounds one durable lease write, retries included. It
-// sits above a NATS cluster's leader election (4-9 s), during which writes
-// pause and then go through. A write that times out fails the request as
-// not ready; the caller retries.
-const leaseWriteTimeout = 20 * time.Second
-
 // Timer ticks and internal messages: unexported, never serialised.
 type (
 	refreshTick struct{}
@@ -488,14 +482,12 @@ func (p *poolActor) startWrite(ctx actor.Context, s *session, op writeOp) {
 	}
 	self, root, store, rev := ctx.Self(), p.Root, p.Leases, s.revision
 	p.goWrite(func() {
-		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
-		defer cancel()
 		var newRev uint64
 		var err error
 		if op == opCreate {
-			newRev, err = store.Create(wctx, rec)
+			newRev, err = store.Create(context.Background(), rec)
 		} else {
-			newRev, err = store.Update(wctx, rec, rev)
+			newRev, err = store.Update(context.Background(), rec, rev)
 		}
 		root.Send(self, leaseWritten{id: rec.ID, op: op, revision: newRev, expiresAt: rec.ExpiresAt, err: err})
 	})
@@ -545,9 +537,7 @@ func (p *poolActor) startDelete(ctx actor.Context, s *session, reason string, re
 	}
 	self, root, store, pool, id, rev := ctx.Self(), p.Root, p.Leases, p.Config.Name, s.id, s.revision
 	p.goWrite(func() {
-		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
-		defer cancel()
-		root.Send(self, leaseWritten{id: id, op: opDelete, err: store.Delete(wctx, pool, id, rev)})
+		root.Send(self, leaseWritten{id: id, op: opDelete, err: store.Delete(context.Background(), pool, id, rev)})
 	})
 }
 
@@ -766,9 +756,7 @@ func (p *poolActor) deleteInBackground(ctx actor.Context, id string, rev uint64)
 		return
 	}
 	p.goWrite(func() {
-		wctx, cancel := context.WithTimeout(context.Background(), leaseWriteTimeout)
-		defer cancel()
-		root.Send(self, leaseWritten{id: id, op: opNone, err: store.Delete(wctx, pool, id, rev)})
+		root.Send(self, leaseWritten{id: id, op: opNone, err: store.Delete(context.Background(), pool, id, rev)})
 	})
 }
 

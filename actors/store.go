@@ -3,9 +3,11 @@ package actors
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/warmpool/warmpool/driver"
+	"github.com/warmpool/warmpool/messages"
 )
 
 // Schema versions of what the stores hold. A reader refuses a newer version
@@ -50,6 +52,34 @@ type LeaseRecord struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 }
 
+// AppendJSON appends r encoded as encoding/json would encode it: a lease is
+// written on every acquire and release.
+func (r LeaseRecord) AppendJSON(b []byte) []byte {
+	b = append(b, `{"version":`...)
+	b = strconv.AppendInt(b, int64(r.Version), 10)
+	b = append(b, `,"pool":`...)
+	b = messages.AppendJSONString(b, r.Pool)
+	b = append(b, `,"id":`...)
+	b = messages.AppendJSONString(b, r.ID)
+	b = append(b, `,"slot":`...)
+	b = messages.AppendJSONString(b, r.Slot)
+	b = append(b, `,"node":`...)
+	b = messages.AppendJSONString(b, r.Node)
+	b = append(b, `,"endpoint":`...)
+	b = messages.AppendJSONString(b, r.Endpoint)
+	b = append(b, `,"container_id":`...)
+	b = messages.AppendJSONString(b, r.ContainerID)
+	if r.StartID != "" {
+		b = append(b, `,"start_id":`...)
+		b = messages.AppendJSONString(b, r.StartID)
+	}
+	b = append(b, `,"created_at":"`...)
+	b = r.CreatedAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","expires_at":"`...)
+	b = r.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
+	return append(b, `"}`...)
+}
+
 // StoredLease is a lease record with its revision, the fencing token.
 type StoredLease struct {
 	Record   LeaseRecord
@@ -59,6 +89,12 @@ type StoredLease struct {
 // LeaseStore keeps leases durably with compare-and-set writes. The pool calls
 // it from goroutines, never from its mailbox. Session ids are arbitrary
 // strings: implementations encode them into keys.
+//
+// The pool sets no deadline on a write: a store bounds each write itself,
+// retries included (LeaseKV: 20 s, above a NATS cluster's leader election,
+// during which writes pause and then go through). A write that fails or
+// times out fails the request as not ready, and the caller retries; one
+// whose outcome is unknown wraps ErrOutcomeUnknown.
 type LeaseStore interface {
 	// Create writes a new lease; ErrLeaseExists if the id already has one.
 	Create(ctx context.Context, r LeaseRecord) (revision uint64, err error)

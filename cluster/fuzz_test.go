@@ -2,12 +2,15 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/warmpool/warmpool/actors"
 	"github.com/warmpool/warmpool/messages"
 )
 
@@ -106,6 +109,52 @@ func FuzzDecodeEventBatch(f *testing.F) {
 			if again[i] != events[i] {
 				t.Fatalf("%q: event %d %+v read back as %+v", data, i, events[i], again[i])
 			}
+		}
+	})
+}
+
+// FuzzLeaseEncoding: the lease hot path's hand-written encodings equal what
+// encoding/json and base64 write.
+func FuzzLeaseEncoding(f *testing.F) {
+	for _, s := range []string{"alice", `q"uote\back`, "ctl\x00\x1f\n", "<a&b>", "bad\xff", "\u2028", "é中🙂", strings.Repeat("x", 61)} {
+		f.Add(s, int64(1796422537739399596), "c1")
+	}
+	f.Fuzz(func(t *testing.T, s string, nanos int64, start string) {
+		at := time.Unix(0, nanos).In(time.FixedZone("z", int(nanos%40000)))
+		r := actors.LeaseRecord{Version: actors.LeaseSchema, Pool: "web", ID: s, Slot: s, Node: s, Endpoint: s,
+			ContainerID: s, StartID: start, CreatedAt: at, ExpiresAt: at.Add(time.Minute)}
+		if want, err := json.Marshal(r); err == nil {
+			if got := r.AppendJSON(nil); !bytes.Equal(got, want) {
+				t.Fatalf("LeaseRecord.AppendJSON\n got %s\nwant %s", got, want)
+			}
+		}
+		if key, err := leaseKey("web", s); err == nil {
+			if want := "web." + base64.RawURLEncoding.EncodeToString([]byte(s)); key != want {
+				t.Fatalf("leaseKey(%q) = %q, want %q", s, key, want)
+			}
+		}
+	})
+}
+
+// FuzzPubAck: an acknowledgement the fast path reads, encoding/json reads
+// the same.
+func FuzzPubAck(f *testing.F) {
+	for _, s := range []string{`{"stream":"KV_x","seq":42}`, `{"stream":"KV_x","seq":042}`, `{"stream":"KV_x","seq":1,"duplicate":true}`,
+		`{"stream":"KV_y","seq":7}`, `{"stream":"KV_x","seq":}`, `{"stream":"KV_x","seq":18446744073709551616}`,
+		`{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		seq, ok := pubAckSeq(data, "KV_x")
+		if !ok {
+			return
+		}
+		var ack struct {
+			Stream string `json:"stream"`
+			Seq    uint64 `json:"seq"`
+		}
+		if err := json.Unmarshal(data, &ack); err != nil || ack.Stream != "KV_x" || ack.Seq != seq {
+			t.Fatalf("pubAckSeq(%q) = %d; encoding/json: %+v, %v", data, seq, ack, err)
 		}
 	})
 }

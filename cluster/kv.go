@@ -111,7 +111,7 @@ func OpenStores(ctx context.Context, js jetstream.JetStream, o StoreOptions) (*L
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the snapshot bucket %q: %w", o.SnapshotBucket, err)
 	}
-	return &LeaseKV{kv: leases, nc: js.Conn()}, &SnapshotKV{kv: slots}, nil
+	return newLeaseKV(leases, js.Conn()), &SnapshotKV{kv: slots}, nil
 }
 
 // LeaseKV is an actors.LeaseStore on a JetStream KV bucket. Every write is
@@ -120,10 +120,16 @@ func OpenStores(ctx context.Context, js jetstream.JetStream, o StoreOptions) (*L
 // for concurrent use.
 type LeaseKV struct {
 	kv jetstream.KeyValue
-	nc *nats.Conn // for reads from the bucket's leader
+	nc *nats.Conn // for writes, and reads from the bucket's leader
+	// subjectPrefix is "$KV.<bucket>.", stream "KV_<bucket>".
+	subjectPrefix, stream string
 }
 
 var _ actors.LeaseStore = (*LeaseKV)(nil)
+
+func newLeaseKV(kv jetstream.KeyValue, nc *nats.Conn) *LeaseKV {
+	return &LeaseKV{kv: kv, nc: nc, subjectPrefix: "$KV." + kv.Bucket() + ".", stream: "KV_" + kv.Bucket()}
+}
 
 // leaseKey is <pool>.<base64url(id)>. Session ids are arbitrary UTF-8, and a
 // '.', '*', '>' or space in one would split or break the key; base64url
@@ -135,7 +141,19 @@ func leaseKey(pool, id string) (string, error) {
 	if err := messages.ValidateID(id); err != nil {
 		return "", err
 	}
-	return pool + "." + base64.RawURLEncoding.EncodeToString([]byte(id)), nil
+	enc := base64.RawURLEncoding
+	var b strings.Builder
+	b.Grow(len(pool) + 1 + enc.EncodedLen(len(id)))
+	b.WriteString(pool)
+	b.WriteByte('.')
+	var chunk [40]byte // 30 bytes of id at a time: no padding mid-key
+	for rest := id; rest != ""; {
+		n := min(len(rest), 30)
+		enc.Encode(chunk[:], []byte(rest[:n]))
+		b.Write(chunk[:enc.EncodedLen(n)])
+		rest = rest[n:]
+	}
+	return b.String(), nil
 }
 
 // Create implements actors.LeaseStore: it writes r only if its id holds no
@@ -147,9 +165,13 @@ func (l *LeaseKV) Create(ctx context.Context, r actors.LeaseRecord) (uint64, err
 	}
 	var rev uint64
 	unsure, err := l.casWrite(ctx, key, 0, func(ctx context.Context) (err error) {
-		rev, err = l.kv.Create(ctx, key, val)
+		if rev, err = l.casPut(ctx, key, val, 0); conflict(err) {
+			// The key may hold a delete marker: the KV API writes at its
+			// revision.
+			rev, err = l.kv.Create(ctx, key, val)
+		}
 		return err
-	}, func() bool {
+	}, func(ctx context.Context) bool {
 		// An earlier try that timed out may be what holds the key.
 		landed, ok := l.landed(ctx, key, val)
 		rev = landed
@@ -182,9 +204,9 @@ func (l *LeaseKV) Update(ctx context.Context, r actors.LeaseRecord, revision uin
 	}
 	var rev uint64
 	unsure, err := l.casWrite(ctx, key, revision, func(ctx context.Context) (err error) {
-		rev, err = l.kv.Update(ctx, key, val, revision)
+		rev, err = l.casPut(ctx, key, val, revision)
 		return err
-	}, func() bool {
+	}, func(ctx context.Context) bool {
 		landed, ok := l.landed(ctx, key, val)
 		rev = landed
 		return ok
@@ -209,8 +231,8 @@ func (l *LeaseKV) Delete(ctx context.Context, pool, id string, revision uint64) 
 			actors.ErrRevisionMismatch, key, l.kv.Bucket())
 	}
 	unsure, err := l.casWrite(ctx, key, revision, func(ctx context.Context) error {
-		return l.kv.Delete(ctx, key, jetstream.LastRevision(revision))
-	}, func() bool {
+		return l.casDelete(ctx, key, revision)
+	}, func(ctx context.Context) bool {
 		// The delete marker an earlier try wrote moved the revision.
 		return l.gone(ctx, key)
 	})
@@ -304,10 +326,12 @@ func encodeLease(r actors.LeaseRecord) (key string, val []byte, err error) {
 	if r.Version == 0 {
 		r.Version = actors.LeaseSchema
 	}
-	if val, err = json.Marshal(r); err != nil {
-		return "", nil, fmt.Errorf("encoding the lease of key %s: %w", key, err)
+	for _, t := range []time.Time{r.CreatedAt, r.ExpiresAt} {
+		if y := t.Year(); y < 0 || y > 9999 {
+			return "", nil, fmt.Errorf("encoding the lease of key %s: time %s is outside years 0 to 9999", key, t)
+		}
 	}
-	return key, val, nil
+	return key, r.AppendJSON(make([]byte, 0, 384)), nil
 }
 
 func decodeLease(pool, bucket, key string, val []byte) (actors.LeaseRecord, error) {

@@ -21,6 +21,11 @@ import (
 // few seconds after its server dies) writes pause, then go through.
 const writeAttempt = 2 * time.Second
 
+// leaseWriteTimeout bounds a lease write whose caller set no deadline,
+// retries included: above the few seconds a JetStream leader election
+// takes, and still short of any lease's expiry.
+const leaseWriteTimeout = 20 * time.Second
+
 // retry runs try (a write, or the read that settles one) until it
 // succeeds, is refused for good (a compare-and-set conflict, a bad key, a
 // closed connection), or ctx ends.
@@ -78,26 +83,57 @@ func (l *LeaseKV) landed(ctx context.Context, key string, val []byte) (uint64, b
 // write is done. A refusal is believed only if the leader's copy has moved
 // from expected: a leader just elected refuses writes for a moment before
 // it has applied its log, and such a write is tried again.
-func (l *LeaseKV) casWrite(ctx context.Context, key string, expected uint64, write func(context.Context) error, settled func() bool) (unsure bool, err error) {
+//
+// The first try is made under one context: nearly every write lands at
+// once. Only a write tried again is bounded as a whole, by ctx's deadline
+// or else leaseWriteTimeout.
+func (l *LeaseKV) casWrite(ctx context.Context, key string, expected uint64, write func(context.Context) error, settled func(context.Context) bool) (unsure bool, err error) {
+	actx, cancel := context.WithTimeout(ctx, writeAttempt)
+	err = write(actx)
+	cancel()
+	if err == nil || !retryable(err) && !conflict(err) {
+		return false, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancel = context.WithTimeout(ctx, leaseWriteTimeout)
+		defer cancel()
+	}
 	for {
-		again, err := retry(ctx, write)
-		unsure = unsure || again
+		if retryable(err) {
+			unsure = true
+			if !pause(ctx, 25*time.Millisecond) {
+				return unsure, err
+			}
+			var again bool
+			again, err = retry(ctx, write)
+			unsure = unsure || again
+		}
 		if err == nil || !conflict(err) {
 			return unsure, err
 		}
-		if unsure && settled() {
+		if unsure && settled(ctx) {
 			return unsure, nil
 		}
 		cur, rerr := l.readFromLeader(ctx, key)
 		moved := rerr != nil || cur.deleted != (expected == 0) || expected != 0 && cur.revision != expected
-		if moved {
+		if moved || !pause(ctx, 50*time.Millisecond) {
 			return unsure, err
 		}
-		select {
-		case <-ctx.Done():
-			return unsure, err
-		case <-time.After(50 * time.Millisecond):
-		}
+		var again bool
+		again, err = retry(ctx, write)
+		unsure = unsure || again
+	}
+}
+
+// pause waits d, or reports false when ctx ends first.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -39,6 +39,9 @@ func (e Event) AppendJSON(b []byte) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendJSONString appends s quoted as encoding/json quotes a string.
+func AppendJSONString(b []byte, s string) []byte { return appendJSONString(b, s) }
+
 // appendJSONString quotes s as encoding/json does with HTML escaping:
 // control characters, <, > and & as \u00XX (\b, \f, \n, \r, \t short),
 // invalid UTF-8 as \ufffd, and U+2028 and U+2029 escaped.
