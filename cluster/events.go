@@ -218,6 +218,8 @@ type EventPublisher struct {
 	o     EventPublisherOptions
 	log   *slog.Logger
 	queue chan messages.Event
+	// full tells the goroutine that a batch's worth of events is queued.
+	full chan struct{}
 	// idPrefix makes the batches' message ids unique, so that a retried
 	// publish whose first attempt did land is not stored twice.
 	idPrefix string
@@ -258,6 +260,7 @@ func NewEventPublisher(js jetstream.JetStream, o EventPublisherOptions) (*EventP
 	p := &EventPublisher{
 		js: js, o: o, log: o.Logger.With("component", "events"),
 		queue:    make(chan messages.Event, o.QueueSize),
+		full:     make(chan struct{}, 1),
 		idPrefix: uuid.NewString()[:8],
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
@@ -277,6 +280,12 @@ func (p *EventPublisher) Emit(e messages.Event) {
 	}
 	select {
 	case p.queue <- e:
+		if len(p.queue) >= p.o.BatchSize {
+			select {
+			case p.full <- struct{}{}:
+			default:
+			}
+		}
 	default:
 		p.dropped.Add(1)
 	}
@@ -352,25 +361,43 @@ func (p *EventPublisher) run() {
 			}
 		}
 	}
-	for {
-		select {
-		case e := <-p.queue:
-			add(e)
-		case <-timer.C:
-			flushAll()
-		case <-p.closing:
-		drain:
-			for {
-				select {
-				case e := <-p.queue:
-					add(e)
-				default:
-					break drain
-				}
+	drain := func() {
+		for {
+			select {
+			case e := <-p.queue:
+				add(e)
+			default:
+				return
 			}
-			flushAll()
-			p.warnDrops(true)
-			return
+		}
+	}
+	// The first event opens a batch; the events after it wait in the queue
+	// until the batch delay ends (or a batch's worth is queued) and are
+	// then taken at once. Waking for every event cost more than encoding it.
+	for {
+		if len(order) == 0 {
+			select {
+			case e := <-p.queue:
+				add(e)
+			case <-p.closing:
+				drain()
+				flushAll()
+				p.warnDrops(true)
+				return
+			}
+		} else {
+			select {
+			case <-timer.C:
+				drain()
+				flushAll()
+			case <-p.full:
+				drain()
+			case <-p.closing:
+				drain()
+				flushAll()
+				p.warnDrops(true)
+				return
+			}
 		}
 		p.warnDrops(false)
 	}
