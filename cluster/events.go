@@ -218,8 +218,10 @@ type EventPublisher struct {
 	o     EventPublisherOptions
 	log   *slog.Logger
 	queue chan messages.Event
-	// full tells the goroutine that a batch's worth of events is queued.
+	// full tells the goroutine that a batch's worth of events waits, queued
+	// or in its open batches (held).
 	full chan struct{}
+	held atomic.Int64
 	// idPrefix makes the batches' message ids unique, so that a retried
 	// publish whose first attempt did land is not stored twice.
 	idPrefix string
@@ -280,7 +282,7 @@ func (p *EventPublisher) Emit(e messages.Event) {
 	}
 	select {
 	case p.queue <- e:
-		if len(p.queue) >= p.o.BatchSize {
+		if len(p.queue)+int(p.held.Load()) >= p.o.BatchSize {
 			select {
 			case p.full <- struct{}{}:
 			default:
@@ -352,6 +354,7 @@ func (p *EventPublisher) run() {
 		}
 		b.data = append(e.AppendJSON(b.data), '\n')
 		b.count++
+		p.held.Add(1)
 		if b.count >= p.o.BatchSize || len(b.data) >= maxBatchBytes {
 			p.publish(b)
 			delete(batches, e.Pool)
@@ -385,6 +388,10 @@ func (p *EventPublisher) run() {
 				p.warnDrops(true)
 				return
 			}
+		} else if n := len(p.queue); n > 0 && n+int(p.held.Load()) >= p.o.BatchSize {
+			// A batch's worth came in while Emit could not yet count the
+			// events held here.
+			drain()
 		} else {
 			select {
 			case <-timer.C:
@@ -406,6 +413,7 @@ func (p *EventPublisher) run() {
 // publish publishes one batch, retrying a few times with backoff; a batch
 // that still fails is dropped with a warning.
 func (p *EventPublisher) publish(b *eventBatch) {
+	defer p.held.Add(-int64(b.count))
 	p.batchSeq++
 	id := fmt.Sprintf("%s-%d", p.idPrefix, p.batchSeq)
 	subject := EventSubject(b.pool)

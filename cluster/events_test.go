@@ -377,6 +377,50 @@ func TestEventPublisherBatches(t *testing.T) {
 	}
 }
 
+// TestEventPublisherFlushes: a batch goes out when its delay ends, or as
+// soon as a batch's worth of events is queued, without waiting for Close.
+func TestEventPublisherFlushes(t *testing.T) {
+	_, js := eventServer(t)
+	published := func(pub *cluster.EventPublisher, want uint64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); pub.Stats().Published < want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("published %+v, want %d events", pub.Stats(), want)
+			}
+		}
+	}
+	emit := func(pub *cluster.EventPublisher, n int) {
+		for i := range n {
+			pub.Emit(messages.Event{Type: messages.TypeEvent, Seq: uint64(i + 1), Time: time.Now(), Kind: messages.EventRefresh, Pool: "a", Node: "n1"})
+		}
+	}
+	t.Run("delay", func(t *testing.T) {
+		pub, err := cluster.NewEventPublisher(js, cluster.EventPublisherOptions{BatchDelay: 20 * time.Millisecond, Logger: testkit.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pub.Close(ctx(t))
+		emit(pub, 3)
+		published(pub, 3)
+		emit(pub, 2) // a second batch, after the first went out
+		published(pub, 5)
+	})
+	t.Run("full batch", func(t *testing.T) {
+		pub, err := cluster.NewEventPublisher(js, cluster.EventPublisherOptions{BatchSize: 10, BatchDelay: time.Hour, Logger: testkit.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pub.Close(ctx(t))
+		emit(pub, 10)
+		published(pub, 10)
+		emit(pub, 25)
+		published(pub, 30)
+		if st := pub.Stats(); st.Published != 30 || st.Messages != 3 {
+			t.Fatalf("stats %+v, want 3 full batches of 10 and 5 events waiting", st)
+		}
+	})
+}
+
 func TestEventPublisherDropsWhenStalled(t *testing.T) {
 	srv, js := eventServer(t)
 	var logs testkit.Buffer
