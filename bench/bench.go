@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,6 +88,10 @@ type Plan struct {
 	WarmFirstResponses, ColdStarts int
 	// PairsDuration is the length of each throughput run, the floor's too.
 	PairsDuration time.Duration
+	// Rounds alternate the floor's writers with the largest client count,
+	// each for PairsDuration, so that both meet the same conditions (the
+	// machine's other load, the server's state); their medians are compared.
+	Rounds int
 	// WarmupTimeout bounds the wait for the pool to be warm.
 	WarmupTimeout time.Duration
 }
@@ -98,7 +103,7 @@ func QuickPlan() Plan {
 		StartupDelay: 500 * time.Millisecond, Containers: 72,
 		RTTSamples: 2000, KVSamples: 300, StickySamples: 300, AcquireSamples: 300,
 		WarmFirstResponses: 30, ColdStarts: 3,
-		PairsDuration: time.Second, WarmupTimeout: time.Minute,
+		PairsDuration: 500 * time.Millisecond, Rounds: 3, WarmupTimeout: time.Minute,
 	}
 }
 
@@ -108,7 +113,7 @@ func FullPlan() Plan {
 		StartupDelay: 2 * time.Second, Containers: 72,
 		RTTSamples: 10000, KVSamples: 2000, StickySamples: 2000, AcquireSamples: 2000,
 		WarmFirstResponses: 200, ColdStarts: 8,
-		PairsDuration: 5 * time.Second, WarmupTimeout: 2 * time.Minute,
+		PairsDuration: 2 * time.Second, Rounds: 7, WarmupTimeout: 2 * time.Minute,
 	}
 }
 
@@ -118,7 +123,7 @@ func (p Plan) valid() error {
 	case p.Containers <= most || p.Containers > messages.MaxMaxInstances:
 		return fmt.Errorf("%w: bench plan: containers %d must be more than %d clients", messages.ErrConfigValidation, p.Containers, most)
 	case p.RTTSamples < 1 || p.KVSamples < 1 || p.StickySamples < 1 || p.AcquireSamples < 1 ||
-		p.WarmFirstResponses < 1 || p.ColdStarts < 1:
+		p.WarmFirstResponses < 1 || p.ColdStarts < 1 || p.Rounds < 1:
 		return fmt.Errorf("%w: bench plan: every sample count must be at least 1", messages.ErrConfigValidation)
 	case p.PairsDuration <= 0 || p.WarmupTimeout <= 0 || p.StartupDelay < 0:
 		return fmt.Errorf("%w: bench plan: durations must be positive", messages.ErrConfigValidation)
@@ -354,16 +359,24 @@ func progress(o Options, sync, format string, args ...any) {
 // newID is a session id no one else uses.
 func (m *meter) newID() string { return m.runID + "-" + strconv.FormatInt(m.seq.Add(1), 10) }
 
-func (m *meter) measure(ctx context.Context) (Result, error) {
-	res := Result{Sync: m.sync, Pool: m.pool.Name(), Containers: m.containers}
+func (m *meter) measure(ctx context.Context) (res Result, err error) {
+	res = Result{Sync: m.sync, Pool: m.pool.Name(), Containers: m.containers}
 	s := &res.samples
-	var err error
 	m.progress("floor: %d NATS request-reply round trips", m.o.Plan.RTTSamples)
 	if s.rtt, err = m.floorRTT(ctx); err != nil {
 		return res, fmt.Errorf("floor round trip: %w", err)
 	}
-	m.progress("floor: %d KV creates, then create+delete pairs with %d writers for %s", m.o.Plan.KVSamples, floorWriters, m.o.Plan.PairsDuration)
-	if s.kv, res.FloorPairsPerSec64, err = m.floorKV(ctx); err != nil {
+	m.progress("floor: %d KV creates", m.o.Plan.KVSamples)
+	floor, err := m.openFloor(ctx)
+	if err != nil {
+		return res, fmt.Errorf("floor KV writes: %w", err)
+	}
+	defer func() {
+		if cerr := floor.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("floor KV writes: %w", cerr)
+		}
+	}()
+	if s.kv, err = timeN(ctx, m.o.Plan.KVSamples, floor.create); err != nil {
 		return res, fmt.Errorf("floor KV writes: %w", err)
 	}
 	m.progress("%d sticky re-acquires, %d acquires of new sessions from warm", m.o.Plan.StickySamples, m.o.Plan.AcquireSamples)
@@ -373,7 +386,8 @@ func (m *meter) measure(ctx context.Context) (Result, error) {
 	if s.acquire, res.ColdHits, err = m.newSessions(ctx); err != nil {
 		return res, fmt.Errorf("acquires of new sessions: %w", err)
 	}
-	for _, c := range Clients {
+	most := Clients[len(Clients)-1]
+	for _, c := range Clients[:len(Clients)-1] {
 		m.progress("acquire+release pairs with %d client(s) for %s", c, m.o.Plan.PairsDuration)
 		t, err := m.pairs(ctx, c)
 		if err != nil {
@@ -381,6 +395,23 @@ func (m *meter) measure(ctx context.Context) (Result, error) {
 		}
 		res.Pairs = append(res.Pairs, t)
 	}
+	m.progress("%d rounds of %s each: KV create+delete pairs with %d writers (the floor), then acquire+release pairs with %d clients",
+		m.o.Plan.Rounds, m.o.Plan.PairsDuration, floorWriters, most)
+	var rounds []Throughput
+	for range m.o.Plan.Rounds {
+		n, elapsed, err := concurrently(ctx, floorWriters, m.o.Plan.PairsDuration, floor.pair)
+		if err != nil {
+			return res, fmt.Errorf("floor KV pairs: %w", err)
+		}
+		res.FloorRounds = append(res.FloorRounds, round(float64(n)/elapsed.Seconds(), 0))
+		t, err := m.pairs(ctx, most)
+		if err != nil {
+			return res, fmt.Errorf("pairs with %d clients: %w", most, err)
+		}
+		rounds = append(rounds, t)
+	}
+	res.FloorPairsPerSec64 = median(res.FloorRounds)
+	res.Pairs = append(res.Pairs, mergeRounds(rounds))
 	m.progress("%d first HTTP responses from warm containers", m.o.Plan.WarmFirstResponses)
 	if s.warmFirst, err = m.warmFirstResponses(ctx); err != nil {
 		return res, fmt.Errorf("warm first responses: %w", err)
@@ -478,13 +509,20 @@ func (m *meter) floorRTT(ctx context.Context) ([]time.Duration, error) {
 	})
 }
 
-// floorKV times bare KV creates of fresh keys in a scratch bucket on the
-// same server, replicated as the lease bucket is, then counts create+delete
-// pairs (a lease's two writes) with floorWriters concurrent writers.
-func (m *meter) floorKV(ctx context.Context) (lat []time.Duration, pairsPerSec float64, err error) {
+// floorKV is the floor's scratch bucket on the same server, replicated as
+// the lease bucket is, and a value the size of a lease record.
+type floorKV struct {
+	js    jetstream.JetStream
+	kv    jetstream.KeyValue
+	val   []byte
+	newID func() string
+}
+
+// openFloor creates the floor's bucket; close deletes it.
+func (m *meter) openFloor(ctx context.Context) (*floorKV, error) {
 	js, err := jetstream.New(m.nc)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	replicas := 1
 	if s, err := js.Stream(ctx, "KV_"+cluster.DefaultLeaseBucket); err == nil {
@@ -498,46 +536,44 @@ func (m *meter) floorKV(ctx context.Context) (lat []time.Duration, pairsPerSec f
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("creating bucket %s: %w", FloorBucket, err)
+		return nil, fmt.Errorf("creating bucket %s: %w", FloorBucket, err)
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if derr := js.DeleteKeyValue(dctx, FloorBucket); derr != nil && err == nil {
-			err = fmt.Errorf("deleting bucket %s: %w", FloorBucket, derr)
-		}
-	}()
-	// A value the size of a lease record.
 	val, _ := json.Marshal(actors.LeaseRecord{
 		Version: actors.LeaseSchema, Pool: m.pool.Name(), ID: m.newID(), Slot: uuid.NewString(), Node: m.runID,
 		Endpoint: "http://127.0.0.1:41234", ContainerID: "123456", StartID: "98765432",
 		CreatedAt: time.Now(), ExpiresAt: time.Now().Add(5 * time.Minute),
 	})
-	write := func(ctx context.Context) (time.Duration, error) {
-		wctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		defer cancel()
-		key := "floor." + m.newID()
-		start := time.Now()
-		rev, err := kv.Create(wctx, key, val)
-		d := time.Since(start)
-		if err != nil {
-			return d, err
-		}
-		// The lease's delete is compare-and-set too.
-		return d, kv.Delete(wctx, key, jetstream.LastRevision(rev))
+	return &floorKV{js: js, kv: kv, val: val, newID: m.newID}, nil
+}
+
+func (f *floorKV) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.js.DeleteKeyValue(ctx, FloorBucket); err != nil {
+		return fmt.Errorf("deleting bucket %s: %w", FloorBucket, err)
 	}
-	lat, err = timeN(ctx, m.o.Plan.KVSamples, write)
+	return nil
+}
+
+// create times a create of a fresh key, then deletes it (not timed) as a
+// release deletes a lease: compare-and-set on the create's revision.
+func (f *floorKV) create(ctx context.Context) (time.Duration, error) {
+	wctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	key := "floor." + f.newID()
+	start := time.Now()
+	rev, err := f.kv.Create(wctx, key, f.val)
+	d := time.Since(start)
 	if err != nil {
-		return nil, 0, err
+		return d, err
 	}
-	n, elapsed, err := concurrently(ctx, floorWriters, m.o.Plan.PairsDuration, func(ctx context.Context) error {
-		_, err := write(ctx)
-		return err
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	return lat, float64(n) / elapsed.Seconds(), nil
+	return d, f.kv.Delete(wctx, key, jetstream.LastRevision(rev))
+}
+
+// pair is a create and its delete: a lease's two writes.
+func (f *floorKV) pair(ctx context.Context) error {
+	_, err := f.create(ctx)
+	return err
 }
 
 // sticky times re-acquires of one session: each extends its lease.
@@ -584,7 +620,7 @@ func (m *meter) newSessions(ctx context.Context) (lat []time.Duration, cold int,
 }
 
 // pairs runs clients concurrent loops of acquire then release of new
-// sessions for the plan's duration.
+// sessions for the plan's PairsDuration.
 func (m *meter) pairs(ctx context.Context, clients int) (Throughput, error) {
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -623,6 +659,34 @@ func (m *meter) pairs(ctx context.Context, clients int) (Throughput, error) {
 		Clients: clients, Pairs: pairs, PairsPerSec: round(float64(pairs)/elapsed.Seconds(), 0),
 		AcquireP50: us(d.p50), AcquireP99: us(d.p99), Retries: int(retries.Load()), latencies: lat,
 	}, nil
+}
+
+// mergeRounds sums rounds of one client count: the median round's pairs
+// per second, the latencies of all.
+func mergeRounds(rounds []Throughput) Throughput {
+	t := Throughput{Clients: rounds[0].Clients}
+	for _, r := range rounds {
+		t.Pairs += r.Pairs
+		t.Retries += r.Retries
+		t.Rounds = append(t.Rounds, r.PairsPerSec)
+		t.latencies = append(t.latencies, r.latencies...)
+	}
+	t.PairsPerSec = median(t.Rounds)
+	d := summarize(slices.Clone(t.latencies))
+	t.AcquireP50, t.AcquireP99 = us(d.p50), us(d.p99)
+	return t
+}
+
+// median of v, the mean of the middle two for an even count.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	if n := len(s); n%2 == 0 {
+		return round((s[n/2-1]+s[n/2])/2, 0)
+	}
+	return s[len(s)/2]
 }
 
 // httpClient opens a connection per request, as a session's first request

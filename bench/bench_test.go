@@ -57,7 +57,7 @@ func TestSelfStartedBench(t *testing.T) {
 		StartupDelay: 200 * time.Millisecond, Containers: 66,
 		RTTSamples: 200, KVSamples: 50, StickySamples: 50, AcquireSamples: 50,
 		WarmFirstResponses: 5, ColdStarts: 1,
-		PairsDuration: 300 * time.Millisecond, WarmupTimeout: time.Minute,
+		PairsDuration: 300 * time.Millisecond, Rounds: 2, WarmupTimeout: time.Minute,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -85,6 +85,13 @@ func TestSelfStartedBench(t *testing.T) {
 		if v, ok := got[k].(float64); !ok || !(v > 0) {
 			t.Errorf("%s = %v, want a positive number", k, got[k])
 		}
+	}
+	// The floor and the 64-client pairs ran in alternating rounds.
+	if rounds, _ := got["floor_pairs_per_sec_64_rounds"].([]any); len(rounds) != plan.Rounds {
+		t.Errorf("floor rounds = %v, want %d", got["floor_pairs_per_sec_64_rounds"], plan.Rounds)
+	}
+	if pairs := r.Pairs; len(pairs) != len(Clients) || len(pairs[len(pairs)-1].Rounds) != plan.Rounds || len(pairs[0].Rounds) != 0 {
+		t.Errorf("pairs = %+v, want %d rounds of the last client count only", pairs, plan.Rounds)
 	}
 	runs, _ := got["runs"].([]any)
 	if len(runs) != 1 {
@@ -138,6 +145,7 @@ func TestOptions(t *testing.T) {
 		{"existing with a sync", Options{NATSURL: "nats://127.0.0.1:4222", Syncs: []string{SyncAlways}}, false},
 		{"existing, bad pool", Options{NATSURL: "nats://127.0.0.1:4222", Pool: "a.b"}, false},
 		{"too few containers", Options{DemoApp: demo, Plan: Plan{Containers: 64}}, false},
+		{"no rounds", Options{DemoApp: demo, Plan: func() Plan { p := QuickPlan(); p.Rounds = 0; return p }()}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

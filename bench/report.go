@@ -37,8 +37,11 @@ type Result struct {
 	FloorAcquireP50 float64 `json:"floor_acquire_p50_us"`
 	FloorAcquireP99 float64 `json:"floor_acquire_p99_us"`
 	// FloorPairsPerSec64 is bare KV create+delete pairs per second with 64
-	// concurrent writers: the floor of acquire+release pairs.
-	FloorPairsPerSec64 float64 `json:"floor_pairs_per_sec_64"`
+	// concurrent writers: the floor of acquire+release pairs. It is the
+	// median of FloorRounds, each run just before a round of acquire+release
+	// pairs with 64 clients (Throughput.Rounds).
+	FloorPairsPerSec64 float64   `json:"floor_pairs_per_sec_64"`
+	FloorRounds        []float64 `json:"floor_pairs_per_sec_64_rounds"`
 
 	// Sticky re-acquires of the same session (each extends its lease).
 	StickyP50 float64 `json:"sticky_p50_us"`
@@ -88,6 +91,9 @@ type Throughput struct {
 	AcquireP99 float64 `json:"acquire_p99_us"`
 	// Retries counts acquires that found no container and were retried.
 	Retries int `json:"retries"`
+	// Rounds are the pairs per second of each round, for the client count
+	// run in rounds against the floor; PairsPerSec is then their median.
+	Rounds []float64 `json:"rounds,omitempty"`
 
 	latencies []time.Duration
 }
@@ -236,7 +242,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	row("floor: NATS request-reply, p50 / p99", func(x Result) string { return pair(x.FloorRTTP50, x.FloorRTTP99) })
 	row("floor: KV create, p50 / p99", func(x Result) string { return pair(x.FloorKVP50, x.FloorKVP99) })
 	row("floor: acquire = RTT + KV, p50 / p99", func(x Result) string { return pair(x.FloorAcquireP50, x.FloorAcquireP99) })
-	row("floor: KV create+delete, 64 writers", func(x Result) string { return fmtRate(x.FloorPairsPerSec64) })
+	row("floor: KV create+delete, 64 writers", func(x Result) string { return fmtRate(x.FloorPairsPerSec64) + rounds(x.FloorRounds) })
 	row("acquire, sticky: p50 / p99", func(x Result) string { return pair(x.StickyP50, x.StickyP99) })
 	row("                 p90 / max", func(x Result) string { return pair(x.StickyP90, x.StickyMax) })
 	row("acquire, new from warm: p50 / p99", func(x Result) string { return pair(x.AcquireP50, x.AcquireP99) })
@@ -255,7 +261,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			if t.Retries > 0 {
 				s += fmt.Sprintf(", %d retries", t.Retries)
 			}
-			return s
+			return s + rounds(t.Rounds)
 		})
 	}
 	row("first HTTP response, warm: p50 / p99", func(x Result) string {
@@ -278,6 +284,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// rounds tells a rate that is a median of rounds, and their spread.
+func rounds(v []float64) string {
+	if len(v) < 2 {
+		return ""
+	}
+	return fmt.Sprintf("  [median of %d rounds: %s to %s]", len(v),
+		thousands(int64(math.Round(slices.Min(v)))), thousands(int64(math.Round(slices.Max(v)))))
 }
 
 // fmtUS writes microseconds in the unit that reads best.
