@@ -56,12 +56,6 @@ func (w *snapshotWriter) run() {
 	gather := time.NewTimer(snapshotCoalesce)
 	gather.Stop()
 	for range w.wake {
-		gather.Reset(snapshotCoalesce)
-		select {
-		case <-gather.C:
-		case <-w.hurry:
-			gather.Stop()
-		}
 		for {
 			w.mu.Lock()
 			if len(w.pending) == 0 {
@@ -70,9 +64,21 @@ func (w *snapshotWriter) run() {
 				w.mu.Unlock()
 				break
 			}
+			w.busy = true
+			w.mu.Unlock()
+			// Gather before every batch, the first and the ones after it:
+			// under load snapshots keep coming while a batch is written,
+			// and writing them at once would write a busy slot every few
+			// milliseconds instead of once a coalescing period.
+			gather.Reset(snapshotCoalesce)
+			select {
+			case <-gather.C:
+			case <-w.hurry:
+				gather.Stop()
+			}
+			w.mu.Lock()
 			batch := w.pending
 			w.pending = map[string]SlotSnapshot{}
-			w.busy = true
 			w.mu.Unlock()
 			for _, s := range batch {
 				w.write(s)
