@@ -477,7 +477,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 // samples: connections, caches and the JIT of the first calls.
 const warmupRounds = 20
 
-// requestTimeout bounds one request of the floor.
+// requestTimeout bounds one pair of writes of the floor, and one
+// acquire+release pair.
 const requestTimeout = 10 * time.Second
 
 // floorRTT times bare request-reply round trips to a responder on the same
@@ -626,6 +627,10 @@ func (m *meter) pairs(ctx context.Context, clients int) (Throughput, error) {
 	var lat []time.Duration
 	var retries atomic.Int64
 	_, elapsed, err := concurrently(ctx, clients, m.o.Plan.PairsDuration, func(ctx context.Context) error {
+		// A pair has a deadline, as the floor's writes do and as a caller
+		// serving a request of its own would.
+		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
 		id := m.newID()
 		start := time.Now()
 		_, err := m.pool.GetContainer(ctx, id)
