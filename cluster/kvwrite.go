@@ -38,8 +38,16 @@ func (l *LeaseKV) casDelete(ctx context.Context, key string, expected uint64) er
 // kvOperationHeader marks a KV delete (or purge) message.
 const kvOperationHeader = "KV-Operation"
 
+// casPublish sends m and reads the acknowledgement. With a ctx that is
+// never cancelled the wait is bounded by writeAttempt.
 func (l *LeaseKV) casPublish(ctx context.Context, m *nats.Msg) (uint64, error) {
-	resp, err := l.nc.RequestMsgWithContext(ctx, m)
+	var resp *nats.Msg
+	var err error
+	if ctx.Done() == nil {
+		resp, err = l.nc.RequestMsg(m, writeAttempt)
+	} else {
+		resp, err = l.nc.RequestMsgWithContext(ctx, m)
+	}
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			// No stream leader yet; retry() tries again.

@@ -88,13 +88,20 @@ func (l *LeaseKV) landed(ctx context.Context, key string, val []byte) (uint64, b
 // once. Only a write tried again is bounded as a whole, by ctx's deadline
 // or else leaseWriteTimeout.
 func (l *LeaseKV) casWrite(ctx context.Context, key string, expected uint64, write func(context.Context) error, settled func(context.Context) bool) (unsure bool, err error) {
-	actx, cancel := context.WithTimeout(ctx, writeAttempt)
-	err = write(actx)
-	cancel()
+	if ctx.Done() == nil {
+		// Never cancelled (the pool's writes): casPublish bounds the try
+		// by writeAttempt itself, without a context.
+		err = write(ctx)
+	} else {
+		actx, cancel := context.WithTimeout(ctx, writeAttempt)
+		err = write(actx)
+		cancel()
+	}
 	if err == nil || !retryable(err) && !conflict(err) {
 		return false, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, leaseWriteTimeout)
 		defer cancel()
 	}
