@@ -835,7 +835,9 @@ func (p *poolActor) endLease(ctx actor.Context, s *session, reason string, lost 
 		p.snapshot(v)
 		return false
 	}
-	p.log.Debug("lease ended", "session", s.id, "slot", v.id, "reason", reason)
+	if p.log.Enabled(context.Background(), slog.LevelDebug) { // the arguments cost even when not logged
+		p.log.Debug("lease ended", "session", s.id, "slot", v.id, "reason", reason)
+	}
 	if lost || p.Config.OnRelease == messages.OnReleaseReplace {
 		p.drain(ctx, v, reason)
 		return true

@@ -194,7 +194,7 @@ func (s *slotActor) apply(ctx actor.Context, ev Event, reason string) {
 			s.stopContainer(ctx.Self())
 		}
 	}
-	if step.From != step.To || ev == EvStartFailed || ev == EvExited {
+	if (step.From != step.To || ev == EvStartFailed || ev == EvExited) && s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("slot transition", "from", step.From, "to", step.To, "event", ev, "reason", reason)
 	}
 	if ev == EvAcquire || ev == EvRelease || ev == EvDrain || step.From == step.To {

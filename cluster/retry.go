@@ -62,6 +62,9 @@ func retryable(err error) bool {
 // conflict tells a compare-and-set refusal: the key exists, or is no longer
 // at the revision the write named.
 func conflict(err error) bool {
+	if err == nil {
+		return false // the hot path: nothing to unwrap
+	}
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSequence(err)
 }
 
