@@ -57,6 +57,10 @@ const (
 	// one measured, and one with warmTarget 0 whose acquires cold-start.
 	SelfPool = "bench"
 	ColdPool = "bench-cold"
+	// DockerPool and DockerColdPool are the same two with the Docker
+	// driver, for the first responses of Docker containers.
+	DockerPool     = "bench-docker"
+	DockerColdPool = "bench-docker-cold"
 	// DefaultPool is the pool measured on an existing node by default.
 	DefaultPool = "default"
 )
@@ -86,6 +90,9 @@ type Plan struct {
 	// WarmFirstResponses and ColdStarts are the samples of the time to a
 	// first HTTP response, warm and cold.
 	WarmFirstResponses, ColdStarts int
+	// DockerWarmFirstResponses and DockerColdStarts are the same with
+	// Docker containers, when Options.DockerDemo is set.
+	DockerWarmFirstResponses, DockerColdStarts int
 	// PairsDuration is the length of each throughput run, the floor's too.
 	PairsDuration time.Duration
 	// Rounds alternate the floor's writers with the largest client count,
@@ -102,7 +109,7 @@ func QuickPlan() Plan {
 	return Plan{
 		StartupDelay: 500 * time.Millisecond, Containers: 72,
 		RTTSamples: 2000, KVSamples: 300, StickySamples: 300, AcquireSamples: 300,
-		WarmFirstResponses: 30, ColdStarts: 3,
+		WarmFirstResponses: 30, ColdStarts: 3, DockerWarmFirstResponses: 10, DockerColdStarts: 2,
 		PairsDuration: 500 * time.Millisecond, Rounds: 3, WarmupTimeout: time.Minute,
 	}
 }
@@ -112,7 +119,7 @@ func FullPlan() Plan {
 	return Plan{
 		StartupDelay: 2 * time.Second, Containers: 72,
 		RTTSamples: 10000, KVSamples: 2000, StickySamples: 2000, AcquireSamples: 2000,
-		WarmFirstResponses: 200, ColdStarts: 8,
+		WarmFirstResponses: 200, ColdStarts: 8, DockerWarmFirstResponses: 50, DockerColdStarts: 5,
 		PairsDuration: 2 * time.Second, Rounds: 7, WarmupTimeout: 2 * time.Minute,
 	}
 }
@@ -149,6 +156,13 @@ type Options struct {
 	// startup delay: a program that serves HTTP on $PORT, answering
 	// ReadyPath once it has booted. Required without NATSURL.
 	DemoApp func(startupDelay time.Duration) messages.Template
+	// DockerDemo, when set, is the same demo app as a Docker container
+	// template (the image must be on the machine): a self-started node then
+	// also measures first responses of warm and cold Docker containers.
+	DockerDemo func(startupDelay time.Duration) messages.Template
+	// DockerSkipped, without DockerDemo, says in the report why Docker
+	// containers were not measured (no engine, no image).
+	DockerSkipped string
 	// Logger gets the self-started node's logs; default none.
 	Logger *slog.Logger
 	// Progress gets a line as each step begins; default none.
@@ -185,6 +199,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.DemoApp == nil {
 		return o, fmt.Errorf("%w: a self-started bench needs the demo app's template", messages.ErrConfigValidation)
+	}
+	if o.DockerDemo != nil && (o.Plan.DockerWarmFirstResponses < 1 || o.Plan.DockerColdStarts < 1) {
+		return o, fmt.Errorf("%w: bench plan: Docker first responses and cold starts must be at least 1", messages.ErrConfigValidation)
 	}
 	if len(o.Syncs) == 0 {
 		o.Syncs = []string{SyncAlways, SyncPeriodic}
@@ -243,13 +260,20 @@ func runSelfStarted(ctx context.Context, o Options, sync string) (res Result, er
 	// Replace: a released cold container is stopped, so that the next
 	// acquire starts one again.
 	cold := messages.PoolConfig{Name: ColdPool, Template: tmpl, WarmTarget: 0, MaxInstances: 2, OnRelease: messages.OnReleaseReplace}
+	pools := []messages.PoolConfig{warm, cold}
+	if o.DockerDemo != nil {
+		dt := o.DockerDemo(o.Plan.StartupDelay)
+		pools = append(pools,
+			messages.PoolConfig{Name: DockerPool, Template: dt, WarmTarget: dockerWarm, MaxInstances: dockerWarm},
+			messages.PoolConfig{Name: DockerColdPool, Template: dt, WarmTarget: 0, MaxInstances: 2, OnRelease: messages.OnReleaseReplace})
+	}
 	progress(o, sync, "starting a node; warming %d demo-app containers (startup delay %s)", n, o.Plan.StartupDelay)
 	id := "bench-" + uuid.NewString()[:8]
 	node, err := cluster.Start(ctx, cluster.Options{
 		NodeID:       id,
 		DataDir:      dir,
 		NATSListen:   "127.0.0.1:-1",
-		Pools:        []messages.PoolConfig{warm, cold},
+		Pools:        pools,
 		Logger:       o.Logger,
 		OnExit:       actors.ExitStop,
 		SyncPeriodic: sync == SyncPeriodic,
@@ -278,7 +302,11 @@ func runSelfStarted(ctx context.Context, o Options, sync string) (res Result, er
 		// previous sample's container to be gone.
 		prepareCold: func(ctx context.Context) error { return waitEmpty(ctx, c.Pool(ColdPool)) },
 	}
-	if err := m.waitWarm(ctx, n); err != nil {
+	if o.DockerDemo != nil {
+		m.docker = &dockerPools{warm: c.Pool(DockerPool), cold: c.Pool(DockerColdPool),
+			image: o.DockerDemo(o.Plan.StartupDelay).Docker.Image}
+	}
+	if err := m.waitWarm(ctx, m.pool, n); err != nil {
 		return res, err
 	}
 	res, err = m.measure(ctx)
@@ -327,12 +355,21 @@ func runExisting(ctx context.Context, o Options) (Result, error) {
 			return waitEmpty(ctx, pool)
 		},
 	}
-	if err := m.waitWarm(ctx, want); err != nil {
+	if err := m.waitWarm(ctx, m.pool, want); err != nil {
 		return Result{}, err
 	}
 	res, err := m.measure(ctx)
 	res.Target = cluster.RedactURLs(o.NATSURL)
 	return res, err
+}
+
+// dockerWarm is how many Docker containers a self-started node keeps warm.
+const dockerWarm = 2
+
+// dockerPools are the warm and the cold pool of Docker containers.
+type dockerPools struct {
+	warm, cold *client.Pool
+	image      string
 }
 
 // meter takes the measurements of one run.
@@ -348,6 +385,8 @@ type meter struct {
 	containers int
 	// prepareCold makes the next acquire of coldPool a cold start.
 	prepareCold func(context.Context) error
+	// docker, when set, are the Docker pools of a self-started node.
+	docker *dockerPools
 }
 
 func (m *meter) progress(format string, args ...any) { progress(m.o, m.sync, format, args...) }
@@ -413,33 +452,48 @@ func (m *meter) measure(ctx context.Context) (res Result, err error) {
 	res.FloorPairsPerSec64 = median(res.FloorRounds)
 	res.Pairs = append(res.Pairs, mergeRounds(rounds))
 	m.progress("%d first HTTP responses from warm containers", m.o.Plan.WarmFirstResponses)
-	if s.warmFirst, err = m.warmFirstResponses(ctx); err != nil {
+	if s.warmFirst, err = m.warmFirstResponses(ctx, m.pool, m.o.Plan.WarmFirstResponses); err != nil {
 		return res, fmt.Errorf("warm first responses: %w", err)
 	}
 	m.progress("%d cold starts (pool %s)", m.o.Plan.ColdStarts, m.coldPool.Name())
-	if s.coldFirst, s.coldAcquire, err = m.coldFirstResponses(ctx); err != nil {
+	if s.coldFirst, s.coldAcquire, err = m.coldFirstResponses(ctx, m.coldPool, m.prepareCold, m.o.Plan.ColdStarts); err != nil {
 		return res, fmt.Errorf("cold first responses: %w", err)
+	}
+	if d := m.docker; d != nil {
+		res.DockerImage = d.image
+		m.progress("Docker (image %s): %d first HTTP responses from warm containers, %d cold starts", d.image,
+			m.o.Plan.DockerWarmFirstResponses, m.o.Plan.DockerColdStarts)
+		if err := m.waitWarm(ctx, d.warm, dockerWarm); err != nil {
+			return res, fmt.Errorf("docker: %w", err)
+		}
+		if s.dockerWarmFirst, err = m.warmFirstResponses(ctx, d.warm, m.o.Plan.DockerWarmFirstResponses); err != nil {
+			return res, fmt.Errorf("docker warm first responses: %w", err)
+		}
+		prepare := func(ctx context.Context) error { return waitEmpty(ctx, d.cold) }
+		if s.dockerColdFirst, s.dockerColdAcquire, err = m.coldFirstResponses(ctx, d.cold, prepare, m.o.Plan.DockerColdStarts); err != nil {
+			return res, fmt.Errorf("docker cold first responses: %w", err)
+		}
 	}
 	res.summarize()
 	return res, nil
 }
 
 // waitWarm waits until the pool has want warm containers.
-func (m *meter) waitWarm(ctx context.Context, want int) error {
+func (m *meter) waitWarm(ctx context.Context, pool *client.Pool, want int) error {
 	ctx, cancel := context.WithTimeout(ctx, m.o.Plan.WarmupTimeout)
 	defer cancel()
 	for {
-		st, err := m.pool.Stats(ctx)
+		st, err := pool.Stats(ctx)
 		switch {
 		case err != nil:
 			return fmt.Errorf("waiting for %d warm containers: %w", want, err)
 		case st.Warm >= want:
 			return nil
 		case st.StartFailures >= 3:
-			return fmt.Errorf("pool %s: %d container starts failed; last: %s", m.pool.Name(), st.StartFailures, st.LastError)
+			return fmt.Errorf("pool %s: %d container starts failed; last: %s", pool.Name(), st.StartFailures, st.LastError)
 		}
 		if err := sleep(ctx, 50*time.Millisecond); err != nil {
-			return fmt.Errorf("pool %s: %d of %d containers warm: %w", m.pool.Name(), st.Warm, want, err)
+			return fmt.Errorf("pool %s: %d of %d containers warm: %w", pool.Name(), st.Warm, want, err)
 		}
 	}
 }
@@ -732,34 +786,36 @@ func firstResponse(ctx context.Context, p *client.Pool, id string) (total, acqui
 	return total, acquire, l, nil
 }
 
-func (m *meter) warmFirstResponses(ctx context.Context) ([]time.Duration, error) {
+func (m *meter) warmFirstResponses(ctx context.Context, pool *client.Pool, n int) ([]time.Duration, error) {
 	var lat []time.Duration
-	for range m.o.Plan.WarmFirstResponses {
-		d, _, l, err := firstResponse(ctx, m.pool, m.newID())
+	for range n {
+		d, _, l, err := firstResponse(ctx, pool, m.newID())
 		if err != nil {
 			return nil, err
 		}
 		if l.Cold {
-			return nil, fmt.Errorf("session %s found no warm container in pool %s", l.ID, m.pool.Name())
+			return nil, fmt.Errorf("session %s found no warm container in pool %s", l.ID, pool.Name())
 		}
 		lat = append(lat, d)
 	}
 	return lat, nil
 }
 
-func (m *meter) coldFirstResponses(ctx context.Context) (first, acquire []time.Duration, err error) {
-	for range m.o.Plan.ColdStarts {
-		if err := m.prepareCold(ctx); err != nil {
+// coldFirstResponses times n first responses of new sessions of pool, each
+// a cold start once prepare has returned.
+func (m *meter) coldFirstResponses(ctx context.Context, pool *client.Pool, prepare func(context.Context) error, n int) (first, acquire []time.Duration, err error) {
+	for range n {
+		if err := prepare(ctx); err != nil {
 			return nil, nil, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		d, a, l, err := firstResponse(cctx, m.coldPool, m.newID())
+		d, a, l, err := firstResponse(cctx, pool, m.newID())
 		cancel()
 		if err != nil {
 			return nil, nil, err
 		}
 		if !l.Cold {
-			return nil, nil, fmt.Errorf("session %s was served warm by pool %s; want a cold start", l.ID, m.coldPool.Name())
+			return nil, nil, fmt.Errorf("session %s was served warm by pool %s; want a cold start", l.ID, pool.Name())
 		}
 		first, acquire = append(first, d), append(acquire, a)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/warmpool/warmpool/clock"
 	"github.com/warmpool/warmpool/cluster"
 	"github.com/warmpool/warmpool/driver"
+	"github.com/warmpool/warmpool/driver/docker"
 	"github.com/warmpool/warmpool/messages"
 	"github.com/warmpool/warmpool/testkit"
 )
@@ -33,7 +35,9 @@ import (
 // pools (testkit.DemoPool).
 func TestMain(m *testing.M) {
 	testkit.RunDemoAppIfChild()
-	os.Exit(m.Run())
+	code := m.Run()
+	testkit.RemoveProjectImage()
+	os.Exit(code)
 }
 
 // requiredKeys are the figures every report carries at its top level.
@@ -130,6 +134,50 @@ func wellFormed(b []byte) error {
 	}
 }
 
+// TestSelfStartedBenchDocker runs the smallest self-started bench with the
+// Docker pools too (the project's image, built FROM scratch): the report
+// has their first responses, and no container is left.
+func TestSelfStartedBenchDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds an image and starts Docker containers")
+	}
+	image := testkit.ProjectImage(t)
+	plan := Plan{
+		StartupDelay: 200 * time.Millisecond, Containers: 66,
+		RTTSamples: 20, KVSamples: 10, StickySamples: 10, AcquireSamples: 10,
+		WarmFirstResponses: 2, ColdStarts: 1, DockerWarmFirstResponses: 3, DockerColdStarts: 1,
+		PairsDuration: 100 * time.Millisecond, Rounds: 1, WarmupTimeout: time.Minute,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	r, err := Run(ctx, Options{
+		Syncs: []string{SyncPeriodic}, Plan: plan, Logger: testkit.Logger(t), Progress: &progress,
+		DemoApp: func(d time.Duration) messages.Template { return testkit.DemoPool("bench", d).Template },
+		DockerDemo: func(d time.Duration) messages.Template {
+			return messages.Template{Driver: messages.DriverDocker, StopGrace: messages.Duration(time.Second),
+				Docker: &messages.DockerTemplate{Image: image, Port: 8080, Command: []string{"demo-app", "--startup-delay", d.String()}}}
+		},
+	})
+	if err != nil {
+		t.Fatalf("bench: %v\nprogress:\n%s", err, progress.String())
+	}
+	if r.DockerImage != image || !(r.FirstResponseWarmDockerMS > 0) || !(r.FirstResponseColdDockerMS > 0) || r.ColdStartsDocker != 1 || !(r.ColdOverWarmDocker > 0) {
+		t.Errorf("Docker figures %q %v %v %d %v, want the image and positive figures", r.DockerImage,
+			r.FirstResponseWarmDockerMS, r.FirstResponseColdDockerMS, r.ColdStartsDocker, r.ColdOverWarmDocker)
+	}
+	var table bytes.Buffer
+	if err := r.WriteTable(&table); err != nil || !strings.Contains(table.String(), "Docker first HTTP response, cold") {
+		t.Errorf("the table has no Docker rows (%v):\n%s", err, table.String())
+	}
+	for _, pool := range []string{DockerPool, DockerColdPool} {
+		out, err := exec.Command("docker", "ps", "-aq", "--filter", "label="+docker.LabelPool+"="+pool).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "" {
+			t.Errorf("containers of pool %s left after the bench: %q (%v)", pool, out, err)
+		}
+	}
+}
+
 func TestOptions(t *testing.T) {
 	demo := func(time.Duration) messages.Template { return messages.Template{} }
 	tests := []struct {
@@ -146,6 +194,8 @@ func TestOptions(t *testing.T) {
 		{"existing, bad pool", Options{NATSURL: "nats://127.0.0.1:4222", Pool: "a.b"}, false},
 		{"too few containers", Options{DemoApp: demo, Plan: Plan{Containers: 64}}, false},
 		{"no rounds", Options{DemoApp: demo, Plan: func() Plan { p := QuickPlan(); p.Rounds = 0; return p }()}, false},
+		{"docker without samples", Options{DemoApp: demo, DockerDemo: demo, Plan: func() Plan { p := QuickPlan(); p.DockerColdStarts = 0; return p }()}, false},
+		{"docker", Options{DemoApp: demo, DockerDemo: demo}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -70,6 +70,14 @@ type Result struct {
 	FirstResponseColdMS    float64 `json:"first_response_cold_ms"`
 	ColdAcquireMS          float64 `json:"cold_acquire_ms"`
 	ColdStarts             int     `json:"cold_starts"`
+	// The same with Docker containers of DockerImage (self-started runs
+	// given a Docker demo image; absent otherwise).
+	DockerImage                  string  `json:"docker_image,omitempty"`
+	FirstResponseWarmDockerMS    float64 `json:"first_response_warm_docker_ms,omitempty"`
+	FirstResponseWarmDockerP99MS float64 `json:"first_response_warm_docker_p99_ms,omitempty"`
+	FirstResponseColdDockerMS    float64 `json:"first_response_cold_docker_ms,omitempty"`
+	ColdAcquireDockerMS          float64 `json:"cold_acquire_docker_ms,omitempty"`
+	ColdStartsDocker             int     `json:"cold_starts_docker,omitempty"`
 
 	// The ratios: acquire p50 and p99 over the floor's, pairs at 64 clients
 	// over the floor's pairs, and a cold first response over a warm one.
@@ -77,6 +85,7 @@ type Result struct {
 	AcquireP99OverFloor float64 `json:"acquire_p99_over_floor"`
 	Pairs64OverFloor    float64 `json:"pairs64_over_floor"`
 	ColdOverWarm        float64 `json:"cold_over_warm"`
+	ColdOverWarmDocker  float64 `json:"cold_over_warm_docker,omitempty"`
 
 	samples samples
 }
@@ -100,8 +109,9 @@ type Throughput struct {
 
 // samples are a run's raw latencies, for the plot.
 type samples struct {
-	rtt, kv, sticky, acquire          []time.Duration
-	warmFirst, coldFirst, coldAcquire []time.Duration
+	rtt, kv, sticky, acquire                            []time.Duration
+	warmFirst, coldFirst, coldAcquire                   []time.Duration
+	dockerWarmFirst, dockerColdFirst, dockerColdAcquire []time.Duration
 }
 
 type dist struct {
@@ -157,6 +167,12 @@ func (r *Result) summarize() {
 	r.AcquireP99OverFloor = ratio(r.AcquireP99, r.FloorAcquireP99)
 	r.Pairs64OverFloor = ratio(r.PairsPerSec64, r.FloorPairsPerSec64)
 	r.ColdOverWarm = ratio(r.FirstResponseColdMS, r.FirstResponseWarmMS)
+	if len(s.dockerWarmFirst) > 0 {
+		wf, cf, ca := summarize(s.dockerWarmFirst), summarize(s.dockerColdFirst), summarize(s.dockerColdAcquire)
+		r.FirstResponseWarmDockerMS, r.FirstResponseWarmDockerP99MS = ms(wf.p50), ms(wf.p99)
+		r.FirstResponseColdDockerMS, r.ColdAcquireDockerMS, r.ColdStartsDocker = ms(cf.p50), ms(ca.p50), cf.n
+		r.ColdOverWarmDocker = ratio(r.FirstResponseColdDockerMS, r.FirstResponseWarmDockerMS)
+	}
 }
 
 func us(d time.Duration) float64 { return round(float64(d)/float64(time.Microsecond), 1) }
@@ -184,13 +200,16 @@ type Report struct {
 	CPUs      int       `json:"cpus"`
 	Quick     bool      `json:"quick"`
 	ElapsedS  float64   `json:"elapsed_s"`
+	// DockerSkipped says why Docker containers were not measured, when
+	// they could have been (see Options.DockerSkipped).
+	DockerSkipped string `json:"docker_skipped,omitempty"`
 	Runs      []Result  `json:"runs"`
 }
 
 func newReport(o Options, runs []Result, elapsed time.Duration) *Report {
 	r := &Report{
 		Time: time.Now().UTC().Truncate(time.Second), GoVersion: runtime.Version(), CPUs: runtime.GOMAXPROCS(0),
-		Quick: o.Quick, ElapsedS: round(elapsed.Seconds(), 1), Runs: runs,
+		Quick: o.Quick, ElapsedS: round(elapsed.Seconds(), 1), Runs: runs, DockerSkipped: o.DockerSkipped,
 	}
 	r.Result = runs[0]
 	for _, run := range runs {
@@ -225,6 +244,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 			first.Pool, first.Containers, time.Duration(first.StartupDelayMS*float64(time.Millisecond)))
 	} else {
 		fmt.Fprintf(w, "target: %s, pool %q (%d containers warm; sync as the server is set)\n", first.Target, first.Pool, first.Containers)
+	}
+	if first.DockerImage != "" {
+		fmt.Fprintf(w, "Docker: pool %q keeps %d containers of %s warm, %q cold-starts them\n", DockerPool, dockerWarm, first.DockerImage, DockerColdPool)
+	} else if r.DockerSkipped != "" {
+		fmt.Fprintf(w, "Docker: not measured: %s\n", r.DockerSkipped)
 	}
 	fmt.Fprintln(w, "latencies as one client sees them over one NATS connection; floor = bare NATS round trip + bare KV create, same server")
 	fmt.Fprintln(w)
@@ -270,11 +294,22 @@ func (r *Report) WriteTable(w io.Writer) error {
 	row("first HTTP response, cold: p50", func(x Result) string {
 		return fmt.Sprintf("%s  (acquire %s; %d starts)", fmtMS(x.FirstResponseColdMS), fmtMS(x.ColdAcquireMS), x.ColdStarts)
 	})
+	if r.DockerImage != "" {
+		row("Docker first HTTP response, warm: p50 / p99", func(x Result) string {
+			return fmtMS(x.FirstResponseWarmDockerMS) + " / " + fmtMS(x.FirstResponseWarmDockerP99MS)
+		})
+		row("Docker first HTTP response, cold: p50", func(x Result) string {
+			return fmt.Sprintf("%s  (acquire %s; %d starts)", fmtMS(x.FirstResponseColdDockerMS), fmtMS(x.ColdAcquireDockerMS), x.ColdStartsDocker)
+		})
+	}
 	row("acquire / floor: p50, p99", func(x Result) string {
 		return fmt.Sprintf("%.2fx, %.2fx", x.AcquireP50OverFloor, x.AcquireP99OverFloor)
 	})
 	row("pairs at 64 / floor pairs at 64", func(x Result) string { return fmt.Sprintf("%.2f", x.Pairs64OverFloor) })
 	row("cold / warm first response", func(x Result) string { return fmt.Sprintf("%.0fx", x.ColdOverWarm) })
+	if r.DockerImage != "" {
+		row("Docker: cold / warm first response", func(x Result) string { return fmt.Sprintf("%.0fx", x.ColdOverWarmDocker) })
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

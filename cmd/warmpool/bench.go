@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/warmpool/warmpool/bench"
+	"github.com/warmpool/warmpool/driver/docker"
 	"github.com/warmpool/warmpool/messages"
 )
 
@@ -34,6 +35,7 @@ stderr; the table, or with --json one JSON object, to stdout.`)
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	svgPath := fs.String("svg", "", "also write an SVG plot of the latency distributions and the throughput to `FILE`")
 	syncMode := fs.String("sync", "both", "self-started node's NATS fsync: always, periodic, or both (one run each)")
+	dockerImage := fs.String("docker-image", "auto", "self-started node: also time first responses of Docker containers of `IMAGE` (this binary's image, e.g. warmpool:dev); auto: warmpool:dev when the engine runs and has it; none: not at all")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (clients, and a self-started node and server) to `FILE`, for go tool pprof")
 	if _, code, ok := c.parse(fs, args, 0, 0); !ok {
 		return code
@@ -45,6 +47,9 @@ stderr; the table, or with --json one JSON object, to stdout.`)
 	if *natsURL != "" {
 		if set["sync"] {
 			return c.usageError(fs, "--sync applies to a self-started node; with --nats-url the server's own setting holds")
+		}
+		if set["docker-image"] {
+			return c.usageError(fs, "--docker-image applies to a self-started node; with --nats-url the pool's own template holds")
 		}
 		if err := messages.ValidatePoolName(*pool); err != nil {
 			return c.usageError(fs, "--pool: "+err.Error())
@@ -73,6 +78,21 @@ stderr; the table, or with --json one JSON object, to stdout.`)
 				ReadyPath: "/healthz",
 				StopGrace: messages.Duration(5 * time.Second),
 			}
+		}
+		switch img := *dockerImage; img {
+		case "none":
+		case "auto", "":
+			if err := dockerImagePresent(defaultImage); err != nil {
+				o.DockerSkipped = err.Error()
+				fmt.Fprintf(c.stderr, "bench: Docker containers not measured: %v\n", err)
+				break
+			}
+			o.DockerDemo = dockerDemo(defaultImage)
+		default:
+			if err := dockerImagePresent(img); err != nil {
+				return c.fail(fmt.Errorf("--docker-image: %w", err))
+			}
+			o.DockerDemo = dockerDemo(img)
 		}
 		// The node's warnings only: a start that failed, a write that did.
 		o.Logger = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -130,6 +150,30 @@ stderr; the table, or with --json one JSON object, to stdout.`)
 		return c.fail(err)
 	}
 	return exitOK
+}
+
+// defaultImage is the image `make image` builds.
+const defaultImage = "warmpool:dev"
+
+func dockerImagePresent(image string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return docker.ImagePresent(ctx, image)
+}
+
+// dockerDemo runs the demo app of image (this binary's image) with the
+// startup delay, as the process pools run it.
+func dockerDemo(image string) func(time.Duration) messages.Template {
+	return func(delay time.Duration) messages.Template {
+		return messages.Template{
+			Driver:    messages.DriverDocker,
+			StopGrace: messages.Duration(2 * time.Second),
+			Docker: &messages.DockerTemplate{
+				Image: image, Port: 8080,
+				Command: []string{"demo-app", "--startup-delay", delay.String()},
+			},
+		}
+	}
 }
 
 func writeSVG(f *os.File, r *bench.Report) error {

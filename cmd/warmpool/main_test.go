@@ -507,6 +507,9 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{[]string{"bench", "--pool", "web"}, exitUsage, "--pool applies with --nats-url"},
 		{[]string{"bench", "--nats-url", "nats://127.0.0.1:1", "--sync", "always"}, exitUsage, "--sync applies"},
 		{[]string{"bench", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "cpu.prof")}, exitFail, "cpuprofile"},
+		{[]string{"bench", "--nats-url", "nats://127.0.0.1:1", "--docker-image", "warmpool:dev"}, exitUsage, "--docker-image applies"},
+		// Missing image or no engine: refused before anything starts.
+		{[]string{"bench", "--docker-image", "warmpool-no-such-image:none"}, exitFail, "--docker-image"},
 	} {
 		code, stdout, stderr := runCLI(nil, tt.args...)
 		if code != tt.code || !strings.Contains(stderr, tt.inStderr) || stdout != "" {

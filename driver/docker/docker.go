@@ -266,6 +266,35 @@ func New(ctx context.Context, logger *slog.Logger, opts ...Option) (*Driver, err
 	return d, nil
 }
 
+// ImagePresent reports whether the Docker daemon (as New finds it) answers
+// and has image: nil if so, else an error wrapping ErrUnreachable or
+// ErrImageMissing.
+func ImagePresent(ctx context.Context, image string, opts ...Option) error {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	copts := []client.Opt{client.FromEnv}
+	if o.host != "" {
+		copts = append(copts, client.WithHost(o.host))
+	}
+	cli, err := client.New(copts...)
+	if err != nil {
+		return fmt.Errorf("docker: client: %w", err)
+	}
+	defer cli.Close()
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return fmt.Errorf("docker: %w at %s: %w", ErrUnreachable, cli.DaemonHost(), connectCause(err))
+	}
+	switch _, err := cli.ImageInspect(ctx, image); {
+	case cerrdefs.IsNotFound(err):
+		return imageMissingError{image}
+	case err != nil:
+		return fmt.Errorf("docker: inspect image %q: %w", image, err)
+	}
+	return nil
+}
+
 // connectCause returns the network error under a failed connection, which
 // says what went wrong without repeating the address, or else err.
 func connectCause(err error) error {
