@@ -202,8 +202,8 @@ type Report struct {
 	ElapsedS  float64   `json:"elapsed_s"`
 	// DockerSkipped says why Docker containers were not measured, when
 	// they could have been (see Options.DockerSkipped).
-	DockerSkipped string `json:"docker_skipped,omitempty"`
-	Runs      []Result  `json:"runs"`
+	DockerSkipped string   `json:"docker_skipped,omitempty"`
+	Runs          []Result `json:"runs"`
 }
 
 func newReport(o Options, runs []Result, elapsed time.Duration) *Report {
