@@ -167,7 +167,12 @@ func (l *LeaseKV) Create(ctx context.Context, r actors.LeaseRecord) (uint64, err
 	unsure, err := l.casWrite(ctx, key, 0, func(ctx context.Context) (err error) {
 		if rev, err = l.casPut(ctx, key, val, 0); conflict(err) {
 			// The key may hold a delete marker: the KV API writes at its
-			// revision.
+			// revision. It is bounded as one try is.
+			if ctx.Done() == nil {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, writeAttempt)
+				defer cancel()
+			}
 			rev, err = l.kv.Create(ctx, key, val)
 		}
 		return err
