@@ -211,26 +211,9 @@ func New(ctx context.Context, logger *slog.Logger, opts ...Option) (*Driver, err
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	copts := []client.Opt{client.FromEnv}
-	if o.host != "" {
-		copts = append(copts, client.WithHost(o.host))
-	}
-	cli, err := client.New(copts...)
+	cli, ping, err := dial(ctx, opts)
 	if err != nil {
-		return nil, fmt.Errorf("docker: client: %w", err)
-	}
-	ping, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
-	if err != nil {
-		_ = cli.Close()
-		if cerrdefs.IsInvalidArgument(err) {
-			// The daemon answered with an API version the client cannot speak.
-			return nil, fmt.Errorf("docker: the daemon at %s is too old: %w", cli.DaemonHost(), err)
-		}
-		return nil, fmt.Errorf("docker: %w at %s: %w", ErrUnreachable, cli.DaemonHost(), connectCause(err))
+		return nil, err
 	}
 	d := &Driver{
 		cli: cli,
@@ -266,10 +249,9 @@ func New(ctx context.Context, logger *slog.Logger, opts ...Option) (*Driver, err
 	return d, nil
 }
 
-// ImagePresent reports whether the Docker daemon (as New finds it) answers
-// and has image: nil if so, else an error wrapping ErrUnreachable or
-// ErrImageMissing.
-func ImagePresent(ctx context.Context, image string, opts ...Option) error {
+// dial makes a client of the daemon opts name (else the environment's)
+// and negotiates the API version with it.
+func dial(ctx context.Context, opts []Option) (*client.Client, client.PingResult, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
@@ -280,12 +262,29 @@ func ImagePresent(ctx context.Context, image string, opts ...Option) error {
 	}
 	cli, err := client.New(copts...)
 	if err != nil {
-		return fmt.Errorf("docker: client: %w", err)
+		return nil, client.PingResult{}, fmt.Errorf("docker: client: %w", err)
+	}
+	ping, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+	if err != nil {
+		_ = cli.Close()
+		if cerrdefs.IsInvalidArgument(err) {
+			// The daemon answered with an API version the client cannot speak.
+			return nil, client.PingResult{}, fmt.Errorf("docker: the daemon at %s is too old: %w", cli.DaemonHost(), err)
+		}
+		return nil, client.PingResult{}, fmt.Errorf("docker: %w at %s: %w", ErrUnreachable, cli.DaemonHost(), connectCause(err))
+	}
+	return cli, ping, nil
+}
+
+// ImagePresent reports whether the Docker daemon (as New finds it) answers
+// and has image: nil if so, else an error wrapping ErrUnreachable or
+// ErrImageMissing.
+func ImagePresent(ctx context.Context, image string, opts ...Option) error {
+	cli, _, err := dial(ctx, opts)
+	if err != nil {
+		return err
 	}
 	defer cli.Close()
-	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		return fmt.Errorf("docker: %w at %s: %w", ErrUnreachable, cli.DaemonHost(), connectCause(err))
-	}
 	switch _, err := cli.ImageInspect(ctx, image); {
 	case cerrdefs.IsNotFound(err):
 		return imageMissingError{image}
