@@ -141,19 +141,10 @@ func leaseKey(pool, id string) (string, error) {
 	if err := messages.ValidateID(id); err != nil {
 		return "", err
 	}
-	enc := base64.RawURLEncoding
-	var b strings.Builder
-	b.Grow(len(pool) + 1 + enc.EncodedLen(len(id)))
-	b.WriteString(pool)
-	b.WriteByte('.')
-	var chunk [40]byte // 30 bytes of id at a time: no padding mid-key
-	for rest := id; rest != ""; {
-		n := min(len(rest), 30)
-		enc.Encode(chunk[:], []byte(rest[:n]))
-		b.Write(chunk[:enc.EncodedLen(n)])
-		rest = rest[n:]
-	}
-	return b.String(), nil
+	// One allocation for the key (and the id's bytes, on the stack when short).
+	b := make([]byte, 0, len(pool)+1+base64.RawURLEncoding.EncodedLen(len(id)))
+	b = append(append(b, pool...), '.')
+	return string(base64.RawURLEncoding.AppendEncode(b, []byte(id))), nil
 }
 
 // Create implements actors.LeaseStore: it writes r only if its id holds no
