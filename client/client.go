@@ -189,22 +189,28 @@ func (c *Client) request(ctx context.Context, subject string, body any, wantType
 		return fmt.Errorf("%s: encode the request: %w", subject, err)
 	}
 	start := time.Now()
-	req := &nats.Msg{Subject: subject, Data: data}
+	// The node learns how long the caller waits: ctx's deadline, else the
+	// client's timeout.
+	wait := c.timeout
+	dl, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		wait = time.Until(dl)
+	}
+	req := &nats.Msg{Subject: subject, Data: data,
+		Header: nats.Header{messages.TimeoutHeader: []string{strconv.FormatInt(wait.Milliseconds(), 10)}}}
 	var msg *nats.Msg
-	if dl, ok := ctx.Deadline(); ok {
-		req.Header = nats.Header{messages.TimeoutHeader: []string{strconv.FormatInt(time.Until(dl).Milliseconds(), 10)}}
+	switch {
+	case hasDeadline:
 		msg, err = c.nc.RequestMsgWithContext(ctx, req)
-	} else if ctx.Done() == nil {
-		// Never cancelled: the client's timeout bounds the wait, with a
-		// timer rather than a context (the hot path).
-		req.Header = nats.Header{messages.TimeoutHeader: []string{strconv.FormatInt(c.timeout.Milliseconds(), 10)}}
-		if msg, err = c.nc.RequestMsg(req, c.timeout); errors.Is(err, nats.ErrTimeout) {
+	case ctx.Done() == nil:
+		// Never cancelled: a timer bounds the wait, not a context (the
+		// hot path).
+		if msg, err = c.nc.RequestMsg(req, wait); errors.Is(err, nats.ErrTimeout) {
 			err = context.DeadlineExceeded
 		}
-	} else {
-		tctx, cancel := context.WithTimeout(ctx, c.timeout)
+	default:
+		tctx, cancel := context.WithTimeout(ctx, wait)
 		defer cancel()
-		req.Header = nats.Header{messages.TimeoutHeader: []string{strconv.FormatInt(c.timeout.Milliseconds(), 10)}}
 		msg, err = c.nc.RequestMsgWithContext(tctx, req)
 	}
 	switch {
