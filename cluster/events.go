@@ -378,33 +378,28 @@ func (p *EventPublisher) run() {
 	// until the batch delay ends (or a batch's worth is queued) and are
 	// then taken at once. Waking for every event cost more than encoding it.
 	for {
+		var first <-chan messages.Event // only with no batch open
 		if len(order) == 0 {
-			select {
-			case e := <-p.queue:
-				add(e)
-			case <-p.closing:
-				drain()
-				flushAll()
-				p.warnDrops(true)
-				return
-			}
+			first = p.queue
 		} else if n := len(p.queue); n > 0 && n+int(p.held.Load()) >= p.o.BatchSize {
 			// A batch's worth came in while Emit could not yet count the
 			// events held here.
 			drain()
-		} else {
-			select {
-			case <-timer.C:
-				drain()
-				flushAll()
-			case <-p.full:
-				drain()
-			case <-p.closing:
-				drain()
-				flushAll()
-				p.warnDrops(true)
-				return
-			}
+			continue
+		}
+		select {
+		case e := <-first:
+			add(e)
+		case <-timer.C:
+			drain()
+			flushAll()
+		case <-p.full:
+			drain()
+		case <-p.closing:
+			drain()
+			flushAll()
+			p.warnDrops(true)
+			return
 		}
 		p.warnDrops(false)
 	}
