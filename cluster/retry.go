@@ -209,7 +209,7 @@ func (l *LeaseKV) leaderRead(ctx context.Context, key string) (stored, error) {
 		return stored{}, fmt.Errorf("reading key %s of bucket %s from its leader: empty reply", key, bucket)
 	}
 	m := resp.Message
-	return stored{value: m.Data, revision: m.Seq, deleted: bytes.Contains(m.Header, []byte("KV-Operation"))}, nil
+	return stored{value: m.Data, revision: m.Seq, deleted: bytes.Contains(m.Header, []byte(kvOperationHeader))}, nil
 }
 
 // unknownIf marks the error of a write given up on while its outcome is
