@@ -200,8 +200,13 @@ func (o Options) withDefaults() (Options, error) {
 	if o.DemoApp == nil {
 		return o, fmt.Errorf("%w: a self-started bench needs the demo app's template", messages.ErrConfigValidation)
 	}
-	if o.DockerDemo != nil && (o.Plan.DockerWarmFirstResponses < 1 || o.Plan.DockerColdStarts < 1) {
-		return o, fmt.Errorf("%w: bench plan: Docker first responses and cold starts must be at least 1", messages.ErrConfigValidation)
+	if o.DockerDemo != nil {
+		if o.Plan.DockerWarmFirstResponses < 1 || o.Plan.DockerColdStarts < 1 {
+			return o, fmt.Errorf("%w: bench plan: Docker first responses and cold starts must be at least 1", messages.ErrConfigValidation)
+		}
+		if t := o.DockerDemo(o.Plan.StartupDelay); t.Driver != messages.DriverDocker || t.Docker == nil || t.Docker.Image == "" {
+			return o, fmt.Errorf("%w: the Docker demo app's template must name the docker driver and an image", messages.ErrConfigValidation)
+		}
 	}
 	if len(o.Syncs) == 0 {
 		o.Syncs = []string{SyncAlways, SyncPeriodic}
@@ -261,8 +266,10 @@ func runSelfStarted(ctx context.Context, o Options, sync string) (res Result, er
 	// acquire starts one again.
 	cold := messages.PoolConfig{Name: ColdPool, Template: tmpl, WarmTarget: 0, MaxInstances: 2, OnRelease: messages.OnReleaseReplace}
 	pools := []messages.PoolConfig{warm, cold}
+	var dockerImage string
 	if o.DockerDemo != nil {
 		dt := o.DockerDemo(o.Plan.StartupDelay)
+		dockerImage = dt.Docker.Image
 		pools = append(pools,
 			messages.PoolConfig{Name: DockerPool, Template: dt, WarmTarget: dockerWarm, MaxInstances: dockerWarm},
 			messages.PoolConfig{Name: DockerColdPool, Template: dt, WarmTarget: 0, MaxInstances: 2, OnRelease: messages.OnReleaseReplace})
@@ -302,9 +309,8 @@ func runSelfStarted(ctx context.Context, o Options, sync string) (res Result, er
 		// previous sample's container to be gone.
 		prepareCold: func(ctx context.Context) error { return waitEmpty(ctx, c.Pool(ColdPool)) },
 	}
-	if o.DockerDemo != nil {
-		m.docker = &dockerPools{warm: c.Pool(DockerPool), cold: c.Pool(DockerColdPool),
-			image: o.DockerDemo(o.Plan.StartupDelay).Docker.Image}
+	if dockerImage != "" {
+		m.docker = &dockerPools{warm: c.Pool(DockerPool), cold: c.Pool(DockerColdPool), image: dockerImage}
 	}
 	if err := m.waitWarm(ctx, m.pool, n); err != nil {
 		return res, err

@@ -180,6 +180,9 @@ func TestSelfStartedBenchDocker(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	demo := func(time.Duration) messages.Template { return messages.Template{} }
+	dockerDemo := func(time.Duration) messages.Template {
+		return messages.Template{Driver: messages.DriverDocker, Docker: &messages.DockerTemplate{Image: "warmpool:dev"}}
+	}
 	tests := []struct {
 		name string
 		o    Options
@@ -194,8 +197,9 @@ func TestOptions(t *testing.T) {
 		{"existing, bad pool", Options{NATSURL: "nats://127.0.0.1:4222", Pool: "a.b"}, false},
 		{"too few containers", Options{DemoApp: demo, Plan: Plan{Containers: 64}}, false},
 		{"no rounds", Options{DemoApp: demo, Plan: func() Plan { p := QuickPlan(); p.Rounds = 0; return p }()}, false},
-		{"docker without samples", Options{DemoApp: demo, DockerDemo: demo, Plan: func() Plan { p := QuickPlan(); p.DockerColdStarts = 0; return p }()}, false},
-		{"docker", Options{DemoApp: demo, DockerDemo: demo}, true},
+		{"docker without samples", Options{DemoApp: demo, DockerDemo: dockerDemo, Plan: func() Plan { p := QuickPlan(); p.DockerColdStarts = 0; return p }()}, false},
+		{"docker template without an image", Options{DemoApp: demo, DockerDemo: demo}, false},
+		{"docker", Options{DemoApp: demo, DockerDemo: dockerDemo}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
